@@ -1,0 +1,2 @@
+from .version import __version__
+from . import ops

@@ -1,0 +1,6 @@
+"""Focal-loss ops: fused CPU/CUDA kernels behind torch.library custom ops."""
+from . import reference
+from .extension import has_kernel, is_loaded
+from .focal_loss import sigmoid_focal_loss, softmax_focal_loss
+
+__all__ = ['sigmoid_focal_loss', 'softmax_focal_loss', 'reference', 'has_kernel', 'is_loaded']
