@@ -82,7 +82,7 @@ src_hash=$(cat "$ROOT"/setup.py $(find "$ROOT/focal_plugin/csrc" -type f | sort)
 ext_stamp="$VENV/.focal_plugin_extension.$src_hash"
 if [ ! -f "$ext_stamp" ] || [ ! -f "$stamp" ]; then
     log "building and installing focal_plugin (editable) with its C++ extension"
-    (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install -q --no-build-isolation --no-deps -e .)
+    (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install -q --no-build-isolation --use-pep517 --no-deps -e .)
     rm -f "$VENV"/.focal_plugin_extension.*
     touch "$ext_stamp"
 fi

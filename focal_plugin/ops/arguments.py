@@ -95,10 +95,13 @@ def split_alpha(alpha: AlphaLike, num_classes: int, pred: torch.Tensor):
         values = alpha.detach()
     elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
         try:
-            values = torch.tensor([float(a) for a in alpha])
+            floats = [float(a) for a in alpha]
         except (TypeError, ValueError):
             raise TypeError(f'alpha must be None, a float or a sequence of {num_classes} '
                             f'floats, got {alpha!r}') from None
+        if any(not 0.0 <= a <= 1.0 for a in floats):
+            raise ValueError(f'per-class alpha values must be in [0, 1], got {floats}')
+        values = torch.tensor(floats, dtype=torch.float64)
     else:
         raise TypeError(f'alpha must be None, a float or a sequence of {num_classes} floats, '
                         f'got {alpha!r}')
@@ -106,8 +109,12 @@ def split_alpha(alpha: AlphaLike, num_classes: int, pred: torch.Tensor):
         raise ValueError(f'per-class alpha must have length C={num_classes}, got shape '
                          f'{tuple(values.shape)}')
     if not values.is_floating_point():
-        values = values.double()
-    if values.device.type == 'cpu' and bool(((values < 0) | (values > 1)).any()):
+        raise TypeError(f'per-class alpha must be a floating-point tensor, got {values.dtype}')
+    # A CPU tensor is checked here; a device tensor would need a sync, so
+    # FusedFocalLoss checks its configured alpha once at build time instead.
+    if (isinstance(alpha, torch.Tensor) and values.device.type == 'cpu'
+            and not torch.compiler.is_compiling()
+            and bool(((values < 0) | (values > 1)).any())):
         raise ValueError(f'per-class alpha values must be in [0, 1], got {values.tolist()}')
     return None, values.to(device=pred.device, dtype=accumulate_dtype(pred.dtype)).contiguous()
 

@@ -20,16 +20,22 @@ def is_loaded() -> bool:
     return _load_error is None
 
 
+def _devices_with_kernels() -> frozenset:
+    if not is_loaded():
+        return frozenset()
+    return frozenset(
+        device for device, key in (('cpu', 'CPU'), ('cuda', 'CUDA'))
+        if all(torch._C._dispatch_has_kernel_for_dispatch_key(f'focal_plugin::{op}', key)
+               for op in _OPS))
+
+
+# Computed once: a plain set lookup is what torch.compile traces through.
+_KERNEL_DEVICES = _devices_with_kernels()
+
+
 def has_kernel(device: torch.device) -> bool:
     """Whether every focal_plugin op has a compiled kernel for ``device``'s type."""
-    if not is_loaded():
-        return False
-    key = {'cpu': 'CPU', 'cuda': 'CUDA'}.get(device.type)
-    if key is None:
-        return False
-    return all(
-        torch._C._dispatch_has_kernel_for_dispatch_key(f'focal_plugin::{op}', key)
-        for op in _OPS)
+    return device.type in _KERNEL_DEVICES
 
 
 def warn_fallback(device: torch.device) -> None:

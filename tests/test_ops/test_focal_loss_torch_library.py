@@ -1,0 +1,119 @@
+"""torch.library integration: opcheck, gradcheck, torch.compile, kernel registration."""
+import pytest
+import torch
+
+from focal_plugin.ops import has_kernel, is_loaded, sigmoid_focal_loss, softmax_focal_loss
+
+from .utils import make_inputs
+
+OPS = torch.ops.focal_plugin
+
+
+def test_extension_is_built_and_serves_cpu():
+    assert is_loaded(), 'focal_plugin._C failed to import: rebuild the extension'
+    assert has_kernel(torch.device('cpu'))
+
+
+def _sigmoid_samples():
+    pred, labels = make_inputs(37, 11, ignore_index=-1)
+    soft = torch.rand(37, 11)
+    w_row, w_elem = torch.rand(37), torch.rand(37, 11)
+    ca = torch.rand(11)
+    samples = []
+    for reduction in (0, 1):
+        samples += [
+            (pred.clone().requires_grad_(), labels, None, None, 2.0, 0.25, reduction, -1),
+            (pred.clone().requires_grad_(), soft, w_elem, None, 1.5, None, reduction, -1),
+            (pred.clone().requires_grad_(), labels, w_row, ca, 0.0, None, reduction, -1),
+            (pred.double().requires_grad_(), labels, w_row.double(), None, 3.0, 0.5, reduction,
+             -1),
+            (pred.half(), labels, None, None, 2.0, 0.25, reduction, -1),
+        ]
+    return samples
+
+
+def _softmax_samples():
+    pred, labels = make_inputs(29, 9, background=False, ignore_index=-1)
+    samples = []
+    for reduction in (0, 1):
+        samples += [
+            (pred.clone().requires_grad_(), labels, None, None, 2.0, None, reduction, -1),
+            (pred.clone().requires_grad_(), labels, torch.rand(29), torch.rand(9), 0.5, None,
+             reduction, -1),
+            (pred.bfloat16(), labels, None, None, 1.0, 0.25, reduction, -1),
+        ]
+    return samples
+
+
+@pytest.mark.parametrize('args', _sigmoid_samples())
+def test_opcheck_sigmoid(args):
+    torch.library.opcheck(OPS.sigmoid_focal_loss.default, args)
+
+
+@pytest.mark.parametrize('args', _softmax_samples())
+def test_opcheck_softmax(args):
+    torch.library.opcheck(OPS.softmax_focal_loss.default, args)
+
+
+def test_opcheck_backward_ops():
+    pred, labels = make_inputs(16, 5)
+    torch.library.opcheck(OPS.sigmoid_focal_loss_backward.default,
+                          (torch.rand(16, 5), pred, labels, None, None, 2.0, 0.25, 0, -1))
+    labels = labels.clamp(max=4)
+    torch.library.opcheck(OPS.softmax_focal_loss_backward.default,
+                          (torch.tensor(0.5), pred, labels, None, None, 2.0, None, 1, -1))
+
+
+@pytest.mark.parametrize('gamma', [0.0, 0.7, 2.0])
+@pytest.mark.parametrize('soft', [False, True])
+def test_gradcheck_sigmoid(gamma, soft):
+    pred, labels = make_inputs(6, 5, dtype=torch.float64, ignore_index=-1)
+    target = torch.rand(6, 5, dtype=torch.float64) if soft else labels
+    pred.requires_grad_(True)
+    for reduction in ('none', 'sum', 'mean'):
+        assert torch.autograd.gradcheck(
+            lambda x: sigmoid_focal_loss(x, target, torch.rand(6, dtype=torch.float64,
+                                                               generator=torch.Generator()
+                                                               .manual_seed(1)),
+                                         gamma, [0.1, 0.2, 0.3, 0.4, 0.9], reduction), (pred, ))
+
+
+@pytest.mark.parametrize('gamma', [0.0, 0.7, 2.0])
+def test_gradcheck_softmax(gamma):
+    pred, labels = make_inputs(6, 5, dtype=torch.float64, background=False, ignore_index=-1)
+    pred.requires_grad_(True)
+    for reduction in ('none', 'sum', 'mean'):
+        assert torch.autograd.gradcheck(
+            lambda x: softmax_focal_loss(x, labels, None, gamma, 0.25, reduction), (pred, ))
+
+
+def test_torch_compile_fullgraph_has_no_graph_break():
+    torch._dynamo.reset()
+
+    def loss_fn(pred, labels, weight, avg_factor):
+        sig = sigmoid_focal_loss(pred, labels, weight, 2.0, 0.25, 'mean', avg_factor)
+        soft = softmax_focal_loss(pred, labels.clamp(max=pred.size(1) - 1), None, 2.0, None)
+        return sig + soft
+
+    compiled = torch.compile(loss_fn, fullgraph=True, backend='aot_eager')
+    pred, labels = make_inputs(40, 6)
+    weight, avg_factor = torch.rand(40), torch.tensor(9.0)
+    x1 = pred.clone().requires_grad_(True)
+    x2 = pred.clone().requires_grad_(True)
+    eager = loss_fn(x1, labels, weight, avg_factor)
+    out = compiled(x2, labels, weight, avg_factor)
+    torch.testing.assert_close(out, eager)
+    eager.backward()
+    out.backward()
+    torch.testing.assert_close(x2.grad, x1.grad)
+    explanation = torch._dynamo.explain(loss_fn)(pred, labels, weight, avg_factor)
+    assert explanation.graph_break_count == 0
+
+
+def test_torch_compile_inductor():
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda p, t: sigmoid_focal_loss(p, t, reduction='sum'),
+                             fullgraph=True)
+    pred, labels = make_inputs(33, 7)
+    torch.testing.assert_close(compiled(pred, labels),
+                               sigmoid_focal_loss(pred, labels, reduction='sum'))
