@@ -40,8 +40,11 @@ def sigmoid_focal_loss(pred: torch.Tensor,
     p = torch.sigmoid(x)
     # p_t = p*y + (1-p)*(1-y); 1 - p_t is written out so that it does not cancel.
     one_minus_p_t = p * (1 - y) + (1 - p) * y
-    # -log(p_t) for 0/1 targets; binary cross-entropy for soft ones (torchvision/mmdet).
-    bce = F.binary_cross_entropy_with_logits(x, y, reduction='none')
+    # -log(p_t) for 0/1 targets; binary cross-entropy for soft ones (torchvision/mmdet):
+    # -[y log p + (1-y) log(1-p)] = y softplus(-x) + (1-y) softplus(x). Written this
+    # way, not with F.binary_cross_entropy_with_logits, whose x - x*y + log(...) form
+    # cancels and loses digits for |x| ~ 30 even in float64.
+    bce = y * _softplus(-x) + (1 - y) * _softplus(x)
     loss = one_minus_p_t.pow(a.gamma) * bce
     if a.class_alpha is not None:
         loss = loss * (a.class_alpha * y + (1 - a.class_alpha) * (1 - y))
@@ -80,6 +83,15 @@ def softmax_focal_loss(pred: torch.Tensor,
         loss = loss * a.weight
     loss = torch.where(keep, loss, torch.zeros_like(loss))
     return _reduce(loss, a, x.size(0), pred.dtype)
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(x)), exact for every x, with an exact gradient.
+
+    F.softplus returns x itself above its threshold (20), which is off by
+    exp(-x) there, and so is its gradient; -logsigmoid(-x) has no threshold.
+    """
+    return -F.logsigmoid(-x)
 
 
 def _reduce(loss: torch.Tensor, a: arguments.FocalArgs, numel: int,
