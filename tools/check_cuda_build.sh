@@ -43,7 +43,8 @@ log "built $so; loading it and checking the CUDA registrations"
 import sys
 import torch
 torch.ops.load_library(sys.argv[1])
-ops = ['sigmoid_focal_loss', 'sigmoid_focal_loss_backward', 'softmax_focal_loss',
+ops = ['sigmoid_focal_loss', 'sigmoid_focal_loss_with_grad', 'sigmoid_focal_loss_backward',
+       'softmax_focal_loss',
        'softmax_focal_loss_backward']
 missing = [(op, key) for op in ops for key in ('CPU', 'CUDA')
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f'focal_plugin::{op}', key)]

@@ -32,6 +32,13 @@ TORCH_LIBRARY(focal_plugin, m) {
       "sigmoid_focal_loss_backward(Tensor grad_output, Tensor pred, Tensor target, "
       "Tensor? weight, Tensor? class_alpha, float gamma, float? alpha, int reduction, "
       "int ignore_index) -> Tensor");
+  // Loss and its per-element derivative in one pass, for training: the
+  // second output is d(sum of the per-element losses)/d(pred) (for 'none' the
+  // caller multiplies it by grad_output elementwise, for 'sum' by the scalar).
+  m.def(
+      "sigmoid_focal_loss_with_grad(Tensor pred, Tensor target, Tensor? weight, "
+      "Tensor? class_alpha, float gamma, float? alpha, int reduction, int ignore_index) "
+      "-> (Tensor, Tensor)");
   m.def(
       "softmax_focal_loss(Tensor pred, Tensor target, Tensor? weight, Tensor? class_alpha, "
       "float gamma, float? alpha, int reduction, int ignore_index) -> Tensor");

@@ -32,6 +32,8 @@ namespace math {
 constexpr int kMaxIntegerGamma = 16;
 
 // Scalar backend: float or double, on the host or on a CUDA device.
+// Primitives: exp, expm1, log, log1p, log1p_unit (log(1 + x) for x in [0, 1]
+// only, which a backend may implement faster), abs, max, select, comparisons.
 template <typename T>
 struct ScalarOps;
 
@@ -45,6 +47,7 @@ struct ScalarOps<float> {
   static FOCAL_HOST_DEVICE float expm1(float x) { return ::expm1f(x); }
   static FOCAL_HOST_DEVICE float log(float x) { return ::logf(x); }
   static FOCAL_HOST_DEVICE float log1p(float x) { return ::log1pf(x); }
+  static FOCAL_HOST_DEVICE float log1p_unit(float x) { return ::log1pf(x); }  // x in [0, 1]
   static FOCAL_HOST_DEVICE float abs(float x) { return ::fabsf(x); }
   static FOCAL_HOST_DEVICE float max(float a, float b) { return a > b ? a : b; }
   static FOCAL_HOST_DEVICE bool nonneg(float x) { return x >= 0.f; }
@@ -62,6 +65,7 @@ struct ScalarOps<double> {
   static FOCAL_HOST_DEVICE double expm1(double x) { return ::expm1(x); }
   static FOCAL_HOST_DEVICE double log(double x) { return ::log(x); }
   static FOCAL_HOST_DEVICE double log1p(double x) { return ::log1p(x); }
+  static FOCAL_HOST_DEVICE double log1p_unit(double x) { return ::log1p(x); }  // x in [0, 1]
   static FOCAL_HOST_DEVICE double abs(double x) { return ::fabs(x); }
   static FOCAL_HOST_DEVICE double max(double a, double b) { return a > b ? a : b; }
   static FOCAL_HOST_DEVICE bool nonneg(double x) { return x >= 0.0; }
@@ -110,7 +114,10 @@ FOCAL_HOST_DEVICE typename Ops::Value pow_gamma(typename Ops::Value base, const 
 //   dFL/dx = alpha_t * m^gamma * (gamma * (1 - 2y) * p(1-p)/m * BCE + (p - y)),
 //   m = 1 - p_t, with p(1-p)/m <= 1 and p(1-p) == 0 wherever m == 0.
 // Finite for |x| up to 1e4 and beyond in float; NaN logits propagate NaN.
-template <class Ops, typename Scalar, bool kWantLoss, bool kWantGrad>
+//
+// kBinaryTarget: y is known to be 0 or 1 (class-index targets); then
+// p(1-p)/m is exactly y*p + (1-y)*(1-p) and the division is skipped.
+template <class Ops, typename Scalar, bool kWantLoss, bool kWantGrad, bool kBinaryTarget = false>
 FOCAL_HOST_DEVICE void sigmoid_focal(typename Ops::Value x, typename Ops::Value y,
                                      typename Ops::Value w_pos, typename Ops::Value w_neg,
                                      const Gamma<Scalar>& gamma,
@@ -121,7 +128,7 @@ FOCAL_HOST_DEVICE void sigmoid_focal(typename Ops::Value x, typename Ops::Value 
   const typename Ops::Mask x_nonneg = Ops::nonneg(x);
 
   const T e = Ops::exp(T(Ops::constant(0.0)) - Ops::abs(x));  // exp(-|x|) in (0, 1]
-  const T log1p_e = Ops::log1p(e);
+  const T log1p_e = Ops::log1p_unit(e);
   const T inv = one / (one + e);
   const T p = Ops::select(x_nonneg, inv, e * inv);        // sigmoid(x)
   const T q = Ops::select(x_nonneg, e * inv, inv);        // 1 - sigmoid(x)
@@ -135,7 +142,7 @@ FOCAL_HOST_DEVICE void sigmoid_focal(typename Ops::Value x, typename Ops::Value 
   if (kWantLoss) *loss = weighted_focus * bce;
   if (kWantGrad) {
     const T gamma_v = Ops::constant(static_cast<double>(gamma.value));
-    const T ratio = p * q / Ops::max(m, Ops::tiny());
+    const T ratio = kBinaryTarget ? y * p + not_y * q : p * q / Ops::max(m, Ops::tiny());
     const T p_minus_y = not_y * p - y * q;                 // p - y without cancellation
     *grad = weighted_focus * (gamma_v * (not_y - y) * ratio * bce + p_minus_y);
   }

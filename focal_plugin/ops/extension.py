@@ -10,8 +10,8 @@ try:
 except ImportError as err:  # not built: the pure-PyTorch reference takes over
     _load_error = err
 
-_OPS = ('sigmoid_focal_loss', 'sigmoid_focal_loss_backward', 'softmax_focal_loss',
-        'softmax_focal_loss_backward')
+_OPS = ('sigmoid_focal_loss', 'sigmoid_focal_loss_with_grad', 'sigmoid_focal_loss_backward',
+        'softmax_focal_loss', 'softmax_focal_loss_backward')
 _warned_devices: set = set()
 
 

@@ -55,6 +55,45 @@ def test_opcheck_softmax(args):
     torch.library.opcheck(OPS.softmax_focal_loss.default, args)
 
 
+@pytest.mark.parametrize('args', _sigmoid_samples())
+def test_opcheck_sigmoid_with_grad(args):
+    torch.library.opcheck(OPS.sigmoid_focal_loss_with_grad.default, args)
+
+
+def test_training_path_hands_over_the_fused_gradient():
+    pred, labels = make_inputs(50, 7)
+    x = pred.clone().requires_grad_(True)
+    loss = sigmoid_focal_loss(x, labels, reduction='sum')
+    assert loss.grad_fn.name().startswith('GeneratedBackwardFor_focal_plugin_sigmoid_focal_loss_'
+                                          'with_grad')
+    loss.backward()
+    expected = OPS.sigmoid_focal_loss_backward(torch.tensor(1.0), pred, labels, None, None, 2.0,
+                                               0.25, 1, -1)
+    torch.testing.assert_close(x.grad, expected)
+
+
+@pytest.mark.parametrize('reduction', ['none', 'mean'])
+def test_retain_graph_second_backward_recomputes(reduction):
+    pred, labels = make_inputs(30, 5)
+    x = pred.clone().requires_grad_(True)
+    loss = sigmoid_focal_loss(x, labels, reduction=reduction)
+    grad_out = torch.rand_like(loss)
+    (first, ) = torch.autograd.grad(loss, x, grad_out, retain_graph=True)
+    (second, ) = torch.autograd.grad(loss, x, grad_out)
+    torch.testing.assert_close(second, first)
+    x2 = pred.clone().requires_grad_(True)
+    ref = sigmoid_focal_loss(x2, labels, reduction=reduction)
+    (expected, ) = torch.autograd.grad(ref, x2, grad_out)
+    torch.testing.assert_close(first, expected)
+
+
+def test_no_grad_path_uses_loss_only_op():
+    pred, labels = make_inputs(20, 4)
+    with torch.no_grad():
+        loss = sigmoid_focal_loss(pred.clone().requires_grad_(True), labels)
+    assert loss.grad_fn is None
+
+
 def test_opcheck_backward_ops():
     pred, labels = make_inputs(16, 5)
     torch.library.opcheck(OPS.sigmoid_focal_loss_backward.default,

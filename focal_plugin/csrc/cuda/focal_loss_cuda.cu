@@ -13,6 +13,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "../focal_loss_checks.h"
 #include "focal_loss_kernel.cuh"
 
@@ -88,37 +90,60 @@ at::Tensor reduce_on_device(const at::Tensor& pred, int64_t blocks, cudaStream_t
   return out;
 }
 
-at::Tensor sigmoid_focal_loss_cuda(const at::Tensor& pred, const at::Tensor& target,
-                                   const std::optional<at::Tensor>& weight,
-                                   const std::optional<at::Tensor>& class_alpha, double gamma,
-                                   std::optional<double> alpha, int64_t reduction,
-                                   int64_t ignore_index) {
+// Loss (and, with kGrad, the per-element derivative into grad_out).
+template <bool kGrad>
+at::Tensor sigmoid_focal_forward(const at::Tensor& pred, const at::Tensor& target,
+                                 const std::optional<at::Tensor>& weight,
+                                 const std::optional<at::Tensor>& class_alpha, double gamma,
+                                 std::optional<double> alpha, int64_t reduction,
+                                 int64_t ignore_index, at::Tensor* grad_out) {
   check_focal_inputs(pred, target, weight, class_alpha, gamma, reduction, true);
   c10::cuda::CUDAGuard guard(pred.device());
   const auto in = contiguous_inputs(pred, target, weight, class_alpha);
   const int64_t numel = pred.numel();
   const int64_t blocks = cuda::num_blocks(numel, kThreadsPerBlock);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (kGrad) *grad_out = at::empty_like(in.pred);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(),
                                   "sigmoid_focal_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto p = sigmoid_params<scalar_t, acc_t>(in, gamma, alpha, ignore_index);
+    scalar_t* grad = kGrad ? grad_out->data_ptr<scalar_t>() : nullptr;
     if (reduction == 0) {
       out = at::empty_like(in.pred);
       if (numel == 0) return;
-      cuda::sigmoid_focal_forward_kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(
-          p, out.data_ptr<scalar_t>(), static_cast<acc_t*>(nullptr));
+      cuda::sigmoid_focal_forward_kernel<kGrad><<<blocks, kThreadsPerBlock, 0, stream>>>(
+          p, out.data_ptr<scalar_t>(), static_cast<acc_t*>(nullptr), grad);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       out = reduce_on_device<acc_t>(in.pred, blocks, stream, [&](acc_t* partials) {
-        cuda::sigmoid_focal_forward_kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(
-            p, static_cast<scalar_t*>(nullptr), partials);
+        cuda::sigmoid_focal_forward_kernel<kGrad><<<blocks, kThreadsPerBlock, 0, stream>>>(
+            p, static_cast<scalar_t*>(nullptr), partials, grad);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }
   });
   return out;
+}
+
+at::Tensor sigmoid_focal_loss_cuda(const at::Tensor& pred, const at::Tensor& target,
+                                   const std::optional<at::Tensor>& weight,
+                                   const std::optional<at::Tensor>& class_alpha, double gamma,
+                                   std::optional<double> alpha, int64_t reduction,
+                                   int64_t ignore_index) {
+  return sigmoid_focal_forward<false>(pred, target, weight, class_alpha, gamma, alpha, reduction,
+                                      ignore_index, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_with_grad_cuda(
+    const at::Tensor& pred, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& class_alpha, double gamma, std::optional<double> alpha,
+    int64_t reduction, int64_t ignore_index) {
+  at::Tensor grad;
+  at::Tensor loss = sigmoid_focal_forward<true>(pred, target, weight, class_alpha, gamma, alpha,
+                                                reduction, ignore_index, &grad);
+  return {loss, grad};
 }
 
 at::Tensor sigmoid_focal_loss_backward_cuda(const at::Tensor& grad_output, const at::Tensor& pred,
@@ -224,6 +249,7 @@ at::Tensor softmax_focal_loss_backward_cuda(const at::Tensor& grad_output, const
 TORCH_LIBRARY_IMPL(focal_plugin, CUDA, m) {
   m.impl("sigmoid_focal_loss", &sigmoid_focal_loss_cuda);
   m.impl("sigmoid_focal_loss_backward", &sigmoid_focal_loss_backward_cuda);
+  m.impl("sigmoid_focal_loss_with_grad", &sigmoid_focal_loss_with_grad_cuda);
   m.impl("softmax_focal_loss", &softmax_focal_loss_cuda);
   m.impl("softmax_focal_loss_backward", &softmax_focal_loss_backward_cuda);
 }

@@ -95,7 +95,7 @@ struct SigmoidFocalParams {
   int64_t rows, classes, ignore_index;
 };
 
-template <bool kLoss, bool kGrad, typename scalar_t, typename acc_t>
+template <bool kLoss, bool kGrad, bool kBinary, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void sigmoid_focal_element(const SigmoidFocalParams<scalar_t, acc_t>& p,
                                                       int64_t idx, acc_t* loss, acc_t* grad) {
   const int64_t row = idx / p.classes;
@@ -124,22 +124,29 @@ __device__ __forceinline__ void sigmoid_focal_element(const SigmoidFocalParams<s
     w_pos = p.class_alpha[col];
     w_neg = acc_t(1) - w_pos;
   }
-  math::sigmoid_focal<math::ScalarOps<acc_t>, acc_t, kLoss, kGrad>(
+  math::sigmoid_focal<math::ScalarOps<acc_t>, acc_t, kLoss, kGrad, kBinary>(
       static_cast<acc_t>(p.pred[idx]), y, w_pos * w, w_neg * w, p.gamma, loss, grad);
 }
 
 // reduction 'none': writes loss_out; 'sum': writes one partial per block.
-template <typename scalar_t, typename acc_t>
+// kGrad: also writes the per-element derivative (the training path).
+template <bool kGrad, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     sigmoid_focal_forward_kernel(const SigmoidFocalParams<scalar_t, acc_t> p,
-                                 scalar_t* __restrict__ loss_out, acc_t* __restrict__ partials) {
+                                 scalar_t* __restrict__ loss_out, acc_t* __restrict__ partials,
+                                 scalar_t* __restrict__ grad_out) {
   const int64_t numel = p.rows * p.classes;
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   acc_t local = 0;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < numel;
        idx += stride) {
-    acc_t loss, unused;
-    sigmoid_focal_element<true, false>(p, idx, &loss, &unused);
+    acc_t loss, grad;
+    if (p.labels != nullptr) {  // uniform across the grid: no divergence
+      sigmoid_focal_element<true, kGrad, true>(p, idx, &loss, &grad);
+    } else {
+      sigmoid_focal_element<true, kGrad, false>(p, idx, &loss, &grad);
+    }
+    if (kGrad) grad_out[idx] = static_cast<scalar_t>(grad);
     if (loss_out != nullptr) {
       loss_out[idx] = static_cast<scalar_t>(loss);
     } else {
@@ -165,7 +172,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < numel;
        idx += stride) {
     acc_t unused, grad;
-    sigmoid_focal_element<false, true>(p, idx, &unused, &grad);
+    if (p.labels != nullptr) {  // uniform across the grid: no divergence
+      sigmoid_focal_element<false, true, true>(p, idx, &unused, &grad);
+    } else {
+      sigmoid_focal_element<false, true, false>(p, idx, &unused, &grad);
+    }
     const acc_t go = grad_output_per_element != nullptr
                          ? static_cast<acc_t>(grad_output_per_element[idx]) : scale;
     grad_input[idx] = static_cast<scalar_t>(grad * go);
