@@ -1,0 +1,154 @@
+"""Turn a one-stage mmdet config into a RetinaNet-style config that uses focal_plugin.
+
+RetinaNet-style (Lin et al.): sigmoid classification over all anchors with the
+focal loss, no sampling or hard-negative mining, normalised by the number of
+positives, classification bias initialised from a prior probability. The
+output is a short, readable config that inherits from the input (``_base_``)
+and overrides only what the conversion changes.
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Tuple
+
+from mmengine.config import Config
+
+FUSED_FOCAL = dict(type='FusedFocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+                   loss_weight=1.0)
+PRIOR_PROB = 0.01
+
+# One-stage heads that get a RetinaNet-style subclass from focal_plugin, with
+# the losses that head computes with the focal loss.
+HEAD_CONVERSIONS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    'RetinaHead': ('FocalRetinaHead', ('loss_cls', )),
+    'SSDHead': ('FocalSSDHead', ('loss_cls', )),
+    'YOLOV3Head': ('FocalYOLOV3Head', ('loss_cls', 'loss_conf')),
+}
+# train_cfg keys that sample or mine negatives, which focal loss replaces.
+MINING_KEYS = ('neg_pos_ratio', )
+TWO_STAGE_KEYS = ('rpn_head', 'roi_head')
+
+
+class FocalizeError(ValueError):
+    """The config cannot be converted; the message says why."""
+
+
+def resolve_config_path(config: str) -> str:
+    """Local path, or ``mmdet::<path>`` inside the installed mmdet's configs."""
+    if config.startswith('mmdet::'):
+        import mmdet
+        path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', config[len('mmdet::'):])
+    else:
+        path = config
+    if not osp.isfile(path):
+        raise FocalizeError(f'config {config!r} does not exist')
+    return path
+
+
+def focalize_overrides(cfg: Config) -> Tuple[dict, List[str]]:
+    """The config overrides that make ``cfg`` RetinaNet-style, and what they change.
+
+    Raises:
+        FocalizeError: For two-stage detectors and heads it does not know.
+    """
+    model = cfg.get('model')
+    if model is None:
+        raise FocalizeError('the config has no `model`: not a detector config')
+    two_stage = [k for k in TWO_STAGE_KEYS if k in model]
+    if two_stage:
+        raise FocalizeError(
+            f'{model.get("type")} is a two-stage detector (it has {", ".join(two_stage)}): its '
+            'RPN and RoI heads sample a balanced set of proposals, which is the problem focal '
+            'loss solves for one-stage detectors; focalize converts one-stage detectors only')
+    head = model.get('bbox_head')
+    if head is None:
+        raise FocalizeError(f'{model.get("type")} has no `bbox_head`: focalize converts '
+                            'one-stage detectors with a dense bbox_head')
+    head_type = head.get('type')
+    changes: List[str] = []
+    head_override: dict = {}
+    if head_type in HEAD_CONVERSIONS:
+        new_type, focal_losses = HEAD_CONVERSIONS[head_type]
+        head_override['type'] = new_type
+        head_override['prior_prob'] = PRIOR_PROB
+        for loss in focal_losses:
+            head_override[loss] = dict(_delete_=True, **FUSED_FOCAL)
+        changes.append(f'{head_type} -> {new_type} (sigmoid over all anchors, prior-prob '
+                       f'bias {PRIOR_PROB}, loss normalised by all-reduced positives)')
+        changes.append(f'{", ".join(focal_losses)} -> FusedFocalLoss(gamma=2.0, alpha=0.25)')
+    elif head.get('loss_cls', {}).get('type') == 'FocalLoss':
+        # Already RetinaNet-style (FCOS, ATSS, ...): the fused op is a drop-in.
+        head_override['loss_cls'] = dict(type='FusedFocalLoss')
+        changes.append(f'{head_type}.loss_cls: FocalLoss -> FusedFocalLoss (same arguments)')
+    else:
+        known = sorted(HEAD_CONVERSIONS)
+        raise FocalizeError(
+            f'bbox_head {head_type!r} with loss_cls {head.get("loss_cls", {}).get("type")!r} is '
+            f'not a head focalize knows how to convert: it converts {", ".join(known)} and '
+            'heads that already use FocalLoss')
+
+    overrides: dict = dict(model=dict(bbox_head=head_override))
+    train_cfg = model.get('train_cfg')
+    if train_cfg is not None:
+        train_cfg = train_cfg.to_dict() if hasattr(train_cfg, 'to_dict') else dict(train_cfg)
+        mined = [k for k in MINING_KEYS if k in train_cfg]
+        sampler = train_cfg.get('sampler')
+        resample = sampler is not None and sampler.get('type') != 'PseudoSampler'
+        if mined or resample:
+            new_train_cfg = {k: v for k, v in train_cfg.items() if k not in MINING_KEYS}
+            if resample:
+                new_train_cfg['sampler'] = dict(type='PseudoSampler')
+                changes.append(f'train_cfg.sampler {sampler.get("type")} -> PseudoSampler')
+            if mined:
+                changes.append(f'train_cfg: removed hard-negative mining ({", ".join(mined)})')
+            overrides['model']['train_cfg'] = dict(_delete_=True, **new_train_cfg)
+    return overrides, changes
+
+
+def _format(value, indent: int) -> str:
+    """Python source of ``value`` in OpenMMLab config style (dict(...))."""
+    pad = ' ' * (indent + 4)
+    if isinstance(value, dict):
+        if not value:
+            return 'dict()'
+        items = [f'{pad}{k}={_format(v, indent + 4)}' for k, v in value.items()]
+        return 'dict(\n' + ',\n'.join(items) + ')'
+    if isinstance(value, (list, tuple)):
+        inner = ', '.join(_format(v, indent + 4) for v in value)
+        return f'[{inner}]' if isinstance(value, list) else (
+            f'({inner}, )' if len(value) == 1 else f'({inner})')
+    return repr(value)
+
+
+def render_config(base: str, overrides: dict, changes: List[str]) -> str:
+    """The text of the output config."""
+    lines = ['# Generated by tools/focalize.py: a RetinaNet-style version of', f'#   {base}']
+    lines += [f'# - {c}' for c in changes]
+    lines += [
+        f"_base_ = '{base}'",
+        '',
+        "custom_imports = dict(imports=['focal_plugin'], allow_failed_imports=False)",
+        "runner_type = 'FocalRunner'  # resume/test from checkpoints under torch >= 2.6",
+        '',
+    ]
+    for key, value in overrides.items():
+        lines.append(f'{key} = {_format(value, 0)}')
+    return '\n'.join(lines) + '\n'
+
+
+def focalize(in_config: str, out_config: Optional[str] = None) -> str:
+    """Converts ``in_config`` (a path or ``mmdet::...``) and returns the text.
+
+    Args:
+        in_config (str): The one-stage detector config to convert.
+        out_config (str, optional): Where the text will be written; a local
+            ``in_config`` is then referenced relative to it. Defaults to None
+            (referenced as given).
+
+    Returns:
+        str: The RetinaNet-style config's text.
+    """
+    cfg = Config.fromfile(resolve_config_path(in_config))
+    overrides, changes = focalize_overrides(cfg)
+    base = in_config
+    if not in_config.startswith('mmdet::') and out_config is not None:
+        base = osp.relpath(osp.abspath(in_config), osp.dirname(osp.abspath(out_config)))
+    return render_config(base, overrides, changes)

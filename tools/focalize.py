@@ -1,0 +1,42 @@
+"""Convert a one-stage mmdet config into a RetinaNet-style config using focal_plugin.
+
+    python tools/focalize.py IN_CONFIG OUT_CONFIG
+
+IN_CONFIG is a path or ``mmdet::<path>`` (a config of the installed mmdet).
+The output inherits from the input and overrides only what changes: the head
+(RetinaHead/SSDHead/YOLOV3Head -> focal_plugin's RetinaNet-style subclass, or
+FocalLoss -> FusedFocalLoss for heads that already use focal loss), samplers
+and hard-negative mining removed, prior-probability bias initialisation.
+Two-stage detectors and heads it does not know are refused with the reason.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from focal_plugin.tools.focalize import FocalizeError, focalize
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('in_config', help='one-stage mmdet config (path or mmdet::...)')
+    parser.add_argument('out_config', help='where to write the RetinaNet-style config')
+    parser.add_argument('--force', action='store_true', help='overwrite OUT_CONFIG')
+    args = parser.parse_args(argv)
+    if osp.exists(args.out_config) and not args.force:
+        parser.error(f'{args.out_config} exists; pass --force to overwrite it')
+    try:
+        text = focalize(args.in_config, args.out_config)
+    except FocalizeError as err:
+        print(f'focalize: cannot convert {args.in_config}: {err}', file=sys.stderr)
+        return 1
+    os.makedirs(osp.dirname(osp.abspath(args.out_config)), exist_ok=True)
+    with open(args.out_config, 'w') as f:
+        f.write(text)
+    print(text, end='')
+    print(f'wrote {args.out_config}', file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
