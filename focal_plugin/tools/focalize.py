@@ -15,12 +15,15 @@ FUSED_FOCAL = dict(type='FusedFocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.2
                    loss_weight=1.0)
 PRIOR_PROB = 0.01
 
-# One-stage heads that get a RetinaNet-style subclass from focal_plugin, with
-# the losses that head computes with the focal loss.
-HEAD_CONVERSIONS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    'RetinaHead': ('FocalRetinaHead', ('loss_cls', )),
-    'SSDHead': ('FocalSSDHead', ('loss_cls', )),
-    'YOLOV3Head': ('FocalYOLOV3Head', ('loss_cls', 'loss_conf')),
+# One-stage heads that get a RetinaNet-style subclass from focal_plugin: the
+# new head, the losses it computes with the focal loss, and other overrides
+# (FocalYOLOV3Head divides every loss by the positive count, so YOLOv3's
+# summed box losses become reduction='mean').
+HEAD_CONVERSIONS: Dict[str, Tuple[str, Tuple[str, ...], dict]] = {
+    'RetinaHead': ('FocalRetinaHead', ('loss_cls', ), {}),
+    'SSDHead': ('FocalSSDHead', ('loss_cls', ), {}),
+    'YOLOV3Head': ('FocalYOLOV3Head', ('loss_cls', 'loss_conf'),
+                   dict(loss_xy=dict(reduction='mean'), loss_wh=dict(reduction='mean'))),
 }
 # train_cfg keys that sample or mine negatives, which focal loss replaces.
 MINING_KEYS = ('neg_pos_ratio', )
@@ -66,14 +69,20 @@ def focalize_overrides(cfg: Config) -> Tuple[dict, List[str]]:
     changes: List[str] = []
     head_override: dict = {}
     if head_type in HEAD_CONVERSIONS:
-        new_type, focal_losses = HEAD_CONVERSIONS[head_type]
+        new_type, focal_losses, extra = HEAD_CONVERSIONS[head_type]
         head_override['type'] = new_type
         head_override['prior_prob'] = PRIOR_PROB
         for loss in focal_losses:
-            head_override[loss] = dict(_delete_=True, **FUSED_FOCAL)
+            # _delete_ replaces the base's loss config; mmengine keeps the key
+            # literally when the base has none (SSD's head hard-codes its loss).
+            head_override[loss] = dict(_delete_=True, **FUSED_FOCAL) if loss in head \
+                else dict(FUSED_FOCAL)
+        head_override.update(extra)
         changes.append(f'{head_type} -> {new_type} (sigmoid over all anchors, prior-prob '
                        f'bias {PRIOR_PROB}, loss normalised by all-reduced positives)')
         changes.append(f'{", ".join(focal_losses)} -> FusedFocalLoss(gamma=2.0, alpha=0.25)')
+        if extra:
+            changes.append(f'{", ".join(extra)}: reduction sum -> mean (divided by positives)')
     elif head.get('loss_cls', {}).get('type') == 'FocalLoss':
         # Already RetinaNet-style (FCOS, ATSS, ...): the fused op is a drop-in.
         head_override['loss_cls'] = dict(type='FusedFocalLoss')
