@@ -20,6 +20,7 @@ import sys
 from typing import Dict, List
 
 import torch
+from mmengine.config import DictAction
 
 from focal_plugin.ops import sigmoid_focal_loss
 
@@ -124,10 +125,10 @@ def plot(results: Dict[str, dict], out: str, title: str) -> None:
     plt.close(fig)
 
 
-def build_runner(config: str, checkpoint: str, split: str, work_dir: str):
+def build_runner(config: str, checkpoint: str, split: str, work_dir: str, cfg_options=None):
     from focal_plugin.tools.runner_setup import build_runner as build, load_config
 
-    cfg = load_config(config, None, 'none', work_dir)
+    cfg = load_config(config, cfg_options, 'none', work_dir)
     cfg.load_from = checkpoint
     loader_key = f'{split}_dataloader'
     if cfg.get(loader_key) is None:
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     parser.add_argument('--out', default='docs/loss_distribution.png',
                         help='PNG to write. Defaults to docs/loss_distribution.png.')
     parser.add_argument('--json', help='also write the printed numbers to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings in the config, key=value')
     parser.add_argument('--work-dir', default=None,
                         help='where the runner may log. Defaults to a temporary folder.')
     args = parser.parse_args(argv)
@@ -163,7 +166,8 @@ def main(argv=None) -> int:
 
     import tempfile
     work_dir = args.work_dir or tempfile.mkdtemp(prefix='focal_loss_distribution_')
-    runner, loader = build_runner(args.config, args.checkpoint, args.split, work_dir)
+    runner, loader = build_runner(args.config, args.checkpoint, args.split, work_dir,
+                                  args.cfg_options)
     logits, labels = collect_anchor_logits(runner, loader, args.max_images)
     results = analyse(logits, labels, args.gammas)
     title = (f'{osp.basename(args.config)}, {args.split} split, '

@@ -6,6 +6,7 @@ log(p_t / (1 - p_t)), alpha off, so the curve is (1 - p_t)^gamma * CE(p_t)).
     python tools/analysis/plot_focal_loss.py --out docs/focal_loss_vs_pt.png
 """
 import argparse
+import math
 import os
 import os.path as osp
 import sys
@@ -64,9 +65,11 @@ def main(argv=None) -> int:
         parser.error(f'--gammas must all be >= 0, got {args.gammas}')
     curves = focal_loss_curves(args.gammas)
     plot(curves, args.out)
-    for gamma, (p_t, loss) in curves.items():
-        at = int((p_t - 0.9).abs().argmin())
-        print(f'gamma={gamma:g}: loss at p_t=0.9 is {loss[at].item():.5f}')
+    logit = torch.tensor([[math.log(0.9 / 0.1)]], dtype=torch.float64)  # p_t = 0.9
+    for gamma in curves:
+        at = sigmoid_focal_loss(logit, torch.tensor([0]), gamma=gamma, alpha=None,
+                                reduction='sum')
+        print(f'gamma={gamma:g}: loss at p_t=0.9 is {at.item():.5f}')
     print(f'wrote {args.out}')
     return 0
 
