@@ -4,7 +4,7 @@ from mmdet.models.dense_heads import RetinaHead
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType
 
-from .utils import AllReducedAvgFactorMixin, check_prior_prob, init_prior_bias
+from .utils import FOCAL_LOSS, AllReducedAvgFactorMixin, check_prior_prob, init_prior_bias
 
 
 @MODELS.register_module()
@@ -36,12 +36,7 @@ class FocalRetinaHead(AllReducedAvgFactorMixin, RetinaHead):
                  num_classes: int,
                  in_channels: int,
                  prior_prob: float = 0.01,
-                 loss_cls: ConfigType = dict(
-                     type='FusedFocalLoss',
-                     use_sigmoid=True,
-                     gamma=2.0,
-                     alpha=0.25,
-                     loss_weight=1.0),
+                 loss_cls: ConfigType = FOCAL_LOSS,
                  **kwargs) -> None:
         self.prior_prob = check_prior_prob(prior_prob)
         super().__init__(num_classes, in_channels, loss_cls=loss_cls, **kwargs)

@@ -8,7 +8,7 @@ from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 from mmengine.logging import print_log
 
-from .utils import AllReducedAvgFactorMixin, check_prior_prob, init_prior_bias
+from .utils import FOCAL_LOSS, AllReducedAvgFactorMixin, check_prior_prob, init_prior_bias
 
 
 @MODELS.register_module()
@@ -55,12 +55,7 @@ class FocalSSDHead(AllReducedAvgFactorMixin, SSDHead):
                  num_classes: int = 80,
                  in_channels: Sequence[int] = (512, 1024, 512, 256, 256, 256),
                  prior_prob: float = 0.01,
-                 loss_cls: ConfigType = dict(
-                     type='FusedFocalLoss',
-                     use_sigmoid=True,
-                     gamma=2.0,
-                     alpha=0.25,
-                     loss_weight=1.0),
+                 loss_cls: ConfigType = FOCAL_LOSS,
                  loss_bbox: OptConfigType = None,
                  train_cfg: OptConfigType = None,
                  **kwargs) -> None:

@@ -7,7 +7,7 @@ from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, InstanceList
 from torch import Tensor
 
-from .utils import all_reduced_avg_factor, check_prior_prob, init_prior_bias
+from .utils import FOCAL_LOSS, all_reduced_avg_factor, check_prior_prob, init_prior_bias
 
 
 @MODELS.register_module()
@@ -49,18 +49,8 @@ class FocalYOLOV3Head(YOLOV3Head):
                  num_classes: int,
                  in_channels: Sequence[int],
                  prior_prob: float = 0.01,
-                 loss_cls: ConfigType = dict(
-                     type='FusedFocalLoss',
-                     use_sigmoid=True,
-                     gamma=2.0,
-                     alpha=0.25,
-                     loss_weight=1.0),
-                 loss_conf: ConfigType = dict(
-                     type='FusedFocalLoss',
-                     use_sigmoid=True,
-                     gamma=2.0,
-                     alpha=0.25,
-                     loss_weight=1.0),
+                 loss_cls: ConfigType = FOCAL_LOSS,
+                 loss_conf: ConfigType = FOCAL_LOSS,
                  loss_xy: ConfigType = dict(
                      type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
                  loss_wh: ConfigType = dict(type='MSELoss', loss_weight=1.0),

@@ -9,6 +9,12 @@ from mmengine.model import bias_init_with_prob
 from torch import Tensor
 
 
+# The classification loss every RetinaNet-style head defaults to (Lin et al.'s
+# gamma 2, alpha 0.25). The heads only read it: MODELS.build copies configs.
+FOCAL_LOSS = dict(type='FusedFocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+                  loss_weight=1.0)
+
+
 def check_prior_prob(prior_prob: float) -> float:
     """Checks ``prior_prob`` (the foreground probability the classifier starts at).
 
