@@ -120,3 +120,17 @@ def test_distributed_first_iteration_matches_single_process(tmp_path):
     assert mean_cls == pytest.approx(one['loss_cls'], rel=1e-5)
     mean_box = (ranks[0]['loss_bbox'] + ranks[1]['loss_bbox']) / 2
     assert mean_box == pytest.approx(one['loss_bbox'], rel=1e-5)
+
+
+def test_mmdet_own_train_script_runs_the_config(tmp_path):
+    # mmdet's tools/train.py knows nothing of focal_plugin: the config's
+    # custom_imports and runner_type are all it needs.
+    import mmdet
+    mmdet_train = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    cmd = [sys.executable, mmdet_train, CONFIG, '--work-dir', str(tmp_path), '--cfg-options',
+           *_schedule(3, 10, 3, validate=False)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    checkpoint = torch.load(tmp_path / 'iter_3.pth', weights_only=False)
+    assert checkpoint['meta']['iter'] == 3
+    assert any(k.startswith('bbox_head.retina_cls') for k in checkpoint['state_dict'])
