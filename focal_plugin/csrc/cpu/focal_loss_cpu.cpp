@@ -50,9 +50,9 @@ struct Lanes {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       return Vec::loadu(p, n);
     } else {
-      acc_t buf[Vec::size()] = {};
-      for (int64_t k = 0; k < n; ++k) buf[k] = static_cast<acc_t>(p[k]);
-      return Vec::loadu(buf);
+      acc_t buf[Vec::size()];
+      at::vec::convert(p, buf, n);  // vectorised half/bfloat16 -> float
+      return Vec::loadu(buf, n);
     }
   }
   static void store(const Vec& v, scalar_t* p, int64_t n) {
@@ -61,7 +61,7 @@ struct Lanes {
     } else {
       acc_t buf[Vec::size()];
       v.store(buf);
-      for (int64_t k = 0; k < n; ++k) p[k] = static_cast<scalar_t>(buf[k]);
+      at::vec::convert(buf, p, n);
     }
   }
   // Sum of the first n lanes, in lane order, in double.
