@@ -86,8 +86,11 @@ def score_predictions(config: str, predictions: str, options: List[str]) -> dict
     from mmdet.registry import DATASETS
     from mmengine.config import Config, DictAction
 
+    from mmdet.utils import register_all_modules
+
     import focal_plugin  # noqa: F401  (registers the datasets)
 
+    register_all_modules()  # the dataset's pipeline names mmdet's transforms
     cfg = Config.fromfile(config)
     parser = argparse.ArgumentParser()
     parser.add_argument('--o', nargs='+', action=DictAction)
