@@ -1,0 +1,133 @@
+"""Where generated datasets are cached, and how a folder is published atomically.
+
+A generated dataset is written into a hidden temporary folder beside its final
+place and renamed into place only when complete (``os.rename`` of a folder is
+atomic on POSIX file systems), so a reader never sees half a dataset and an
+interrupted run leaves no folder at the final place. Several processes (the
+ranks of a distributed run) may prepare the same dataset at once: a file lock
+lets one of them do the work while the others wait, and where locks are not
+available the rename still decides a single winner.
+"""
+import contextlib
+import errno
+import json
+import os
+import os.path as osp
+import shutil
+import tempfile
+from typing import Iterator, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover  (Windows: the rename alone decides)
+    fcntl = None
+
+#: Environment variable naming the folder that holds the generated datasets.
+CACHE_ENV = 'FOCAL_PLUGIN_DATA_CACHE'
+#: Name of the file that describes a finished dataset folder.
+MANIFEST = 'manifest.json'
+
+
+def default_cache_dir() -> str:
+    """The folder that holds generated datasets.
+
+    Returns:
+        str: ``$FOCAL_PLUGIN_DATA_CACHE`` if set, else
+        ``~/.cache/focal_plugin/datasets``.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return osp.abspath(osp.expanduser(env))
+    return osp.join(osp.expanduser('~'), '.cache', 'focal_plugin', 'datasets')
+
+
+def read_manifest(root: str) -> Optional[dict]:
+    """The manifest of a finished dataset folder.
+
+    Args:
+        root (str): Dataset folder.
+
+    Returns:
+        dict, optional: The parsed manifest, or None when the folder or its
+        manifest is missing or unreadable.
+    """
+    try:
+        with open(osp.join(root, MANIFEST), encoding='utf-8') as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def write_manifest(root: str, manifest: dict) -> None:
+    """Writes ``manifest`` into ``root`` with a byte-stable layout.
+
+    Args:
+        root (str): Dataset folder.
+        manifest (dict): JSON-serialisable description of the dataset.
+    """
+    with open(osp.join(root, MANIFEST), 'w', encoding='utf-8') as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write('\n')
+
+
+@contextlib.contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """Holds an exclusive advisory lock on ``path`` (created if needed).
+
+    Without ``fcntl`` (Windows) the block runs unlocked; callers must then
+    rely on :func:`publish_dir` to resolve races.
+
+    Args:
+        path (str): Lock file.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(path, 'a+') as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def make_temp_dir(root: str) -> str:
+    """Creates an empty hidden folder beside ``root`` to build it in.
+
+    Being on the same file system as ``root`` makes the final rename atomic.
+
+    Args:
+        root (str): The final folder.
+
+    Returns:
+        str: The new temporary folder.
+    """
+    parent, name = osp.split(osp.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
+
+
+def publish_dir(tmp_dir: str, root: str) -> bool:
+    """Renames the finished ``tmp_dir`` to ``root`` in one atomic step.
+
+    An empty folder at ``root`` is replaced. If another process published
+    ``root`` first, ``tmp_dir`` is deleted and the other one's folder kept.
+
+    Args:
+        tmp_dir (str): The complete dataset, beside ``root``.
+        root (str): The final folder.
+
+    Returns:
+        bool: True if this call published ``tmp_dir``, False if ``root``
+        already held a finished dataset (the caller checks it matches).
+    """
+    try:
+        os.rename(tmp_dir, root)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+            raise
+    # Another process won the race; ours is redundant.
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    return False
