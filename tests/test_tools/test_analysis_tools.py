@@ -59,3 +59,28 @@ def test_loss_distribution(tmp_path, tiny_checkpoint):
     # Focusing moves the negative loss onto the hardest negatives.
     assert rows[-1]['negative_loss_share_hardest_10pct'] > rows[0]['negative_loss_share_hardest_10pct']
     assert 'hardest 1% of' in text
+
+
+def test_gamma_ablation_writes_tables_and_resumes(tmp_path):
+    tool = osp.join(ROOT, 'tools', 'experiments', 'gamma_ablation.py')
+    args = [tool, '--config', SYNTHETIC, '--variants', 'ce', 'fl_gamma2', '--seeds', '0',
+            '--work-dir', str(tmp_path), '--cfg-options', 'train_cfg.max_iters=4',
+            'train_cfg.val_interval=1000', 'param_scheduler.0.end=2',
+            'param_scheduler.1.begin=2', 'param_scheduler.1.end=4',
+            'default_hooks.checkpoint.interval=4', 'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False']
+    text = _run(*args)
+    table = (tmp_path / 'ablation.md').read_text()
+    assert '| sigmoid CE | 0 | None | 1 |' in table and '| FL gamma 2, alpha .25 | 2 |' in table
+    csv_lines = (tmp_path / 'ablation.csv').read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith('variant,description,gamma')
+    for variant in ('ce_seed0', 'fl_gamma2_seed0'):
+        result = json.loads((tmp_path / variant / 'result.json').read_text())
+        assert 0.0 <= result['mAP'] <= result['AP50'] <= 1.0
+        per_class = sorted(k for k in result if k.startswith('AP50_'))
+        assert len(per_class) == 3 and all(0.0 <= result[k] <= 1.0 for k in per_class)
+    assert 'run 2/2' in text
+    # Run again: both runs are found finished and not trained again.
+    again = _run(*args)
+    assert again.count('(done before)') == 2
