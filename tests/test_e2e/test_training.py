@@ -32,7 +32,7 @@ def _schedule(max_iters: int, schedule_iters: int, interval: int, validate: bool
     val_interval = schedule_iters if validate else 10 * schedule_iters
     return [
         f'train_cfg.max_iters={max_iters}', f'train_cfg.val_interval={val_interval}',
-        'param_scheduler.0.end=5', f'param_scheduler.1.begin=5',
+        'param_scheduler.0.end=5', 'param_scheduler.1.begin=5',
         f'param_scheduler.1.end={schedule_iters}',
         f'default_hooks.checkpoint.interval={interval}',
         'default_hooks.checkpoint.max_keep_ckpts=3', f'default_hooks.logger.interval={interval}',

@@ -10,8 +10,8 @@ pytest.importorskip('mmdet')
 
 from mmdet.registry import MODELS  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.structures import InstanceData  # noqa: E402
 
+from .head_test_utils import assert_trainable, gt, total  # noqa: E402
 import focal_plugin  # noqa: E402,F401
 from focal_plugin.models.dense_heads import FocalSSDHead  # noqa: E402
 from focal_plugin.models.dense_heads import utils as head_utils  # noqa: E402
@@ -67,17 +67,6 @@ def forward(head):
     return head.forward([torch.rand(1, 1, h, w) for h, w in FEATMAP_SIZES])
 
 
-def gt(empty):
-    if empty:
-        return InstanceData(bboxes=torch.empty((0, 4)), labels=torch.LongTensor([]))
-    return InstanceData(
-        bboxes=torch.Tensor([[23.6667, 23.8757, 238.6326, 151.8874]]), labels=torch.LongTensor([2]))
-
-
-def total(losses):
-    return {name: sum(values) for name, values in losses.items()}
-
-
 def test_sigmoid_classification_without_background_channel():
     head = build_head()
     assert isinstance(head.loss_cls, FusedFocalLoss)
@@ -108,13 +97,6 @@ def test_loss_empty_and_non_empty_ground_truth():
     assert one['loss_cls'].item() > 0
     assert one['loss_bbox'].item() > 0
     assert_trainable(head, one)
-
-
-def assert_trainable(head, losses):
-    sum(losses.values()).backward()
-    grads = [p.grad for p in head.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    assert any(g.abs().sum() > 0 for g in grads)
 
 
 def test_focal_loss_over_all_anchors_without_hard_negative_mining():

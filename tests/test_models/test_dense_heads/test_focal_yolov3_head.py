@@ -10,8 +10,8 @@ pytest.importorskip('mmdet')
 
 from mmdet.registry import MODELS  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.structures import InstanceData  # noqa: E402
 
+from .head_test_utils import gt, total  # noqa: E402
 import focal_plugin  # noqa: E402,F401
 from focal_plugin.models.dense_heads import FocalYOLOV3Head  # noqa: E402
 from focal_plugin.models.dense_heads import utils as head_utils  # noqa: E402
@@ -54,17 +54,6 @@ def forward(head):
         torch.rand(1, 1, S // stride[1], S // stride[0]) for stride in head.prior_generator.strides
     ]
     return head.forward(feats)
-
-
-def gt(empty):
-    if empty:
-        return InstanceData(bboxes=torch.empty((0, 4)), labels=torch.LongTensor([]))
-    return InstanceData(
-        bboxes=torch.Tensor([[23.6667, 23.8757, 238.6326, 151.8874]]), labels=torch.LongTensor([2]))
-
-
-def total(losses):
-    return {name: sum(values) for name, values in losses.items()}
 
 
 def test_defaults_to_focal_classes_and_objectness():
