@@ -105,7 +105,13 @@ def make_temp_dir(root: str) -> str:
     """
     parent, name = osp.split(osp.abspath(root))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
+    tmp_dir = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
+    # mkdtemp makes the folder private (0700); the published dataset gets the
+    # permissions of any folder this process creates.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp_dir, 0o777 & ~umask)
+    return tmp_dir
 
 
 def publish_dir(tmp_dir: str, root: str) -> bool:

@@ -38,6 +38,9 @@ def test_two_generations_are_byte_identical(tmp_path):
     files_a, files_b = _files(a), _files(b)
     assert len(files_a) == SMALL['num_train'] + SMALL['num_val'] + 3  # 2 json + manifest
     assert files_a == files_b
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(a).st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
     c = prepare_synthetic_dataset(str(tmp_path / 'c'), **dict(SMALL, seed=4))
     assert _files(
         c)['annotations/instances_train.json'] != files_a['annotations/instances_train.json']
