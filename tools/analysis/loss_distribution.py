@@ -60,7 +60,7 @@ def collect_anchor_logits(runner, dataloader, max_images: int) -> tuple:
             logits.append(scores[keep].float().cpu())
             labels.append(lab[keep].cpu())
             seen += b
-            print(f'\r{seen} images', end='', file=sys.stderr, flush=True)
+            print(f'\r{seen} images', end='', file=sys.stderr, flush=True)  # progress
             if seen >= max_images:
                 break
     print(file=sys.stderr)
@@ -133,6 +133,15 @@ def build_runner(config: str, checkpoint: str, split: str, work_dir: str, cfg_op
     loader_key = f'{split}_dataloader'
     if cfg.get(loader_key) is None:
         raise ValueError(f'--split {split}: the config has no {loader_key}')
+    # Anchors must be assigned exactly as in training, so the split goes through
+    # the training pipeline without its random transforms (test pipelines may
+    # load the boxes after Resize, in original-image coordinates, for metrics).
+    train_set, split_set = cfg.train_dataloader.dataset, cfg[loader_key].dataset
+    while 'pipeline' not in train_set:
+        train_set = train_set.dataset
+    while 'pipeline' not in split_set:
+        split_set = split_set.dataset
+    split_set.pipeline = [t for t in train_set.pipeline if not t['type'].startswith('Random')]
     cfg.test_dataloader = cfg[loader_key]
     runner = build(cfg)
     runner.load_or_resume()
