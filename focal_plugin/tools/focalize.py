@@ -11,8 +11,9 @@ from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
 
-FUSED_FOCAL = dict(type='FusedFocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                   loss_weight=1.0)
+# The focal heads' own default loss, so converted configs say what the heads use.
+from focal_plugin.models.dense_heads.utils import FOCAL_LOSS
+
 PRIOR_PROB = 0.01
 
 # One-stage heads that get a RetinaNet-style subclass from focal_plugin: the
@@ -75,8 +76,8 @@ def focalize_overrides(cfg: Config) -> Tuple[dict, List[str]]:
         for loss in focal_losses:
             # _delete_ replaces the base's loss config; mmengine keeps the key
             # literally when the base has none (SSD's head hard-codes its loss).
-            head_override[loss] = dict(_delete_=True, **FUSED_FOCAL) if loss in head \
-                else dict(FUSED_FOCAL)
+            head_override[loss] = dict(_delete_=True, **FOCAL_LOSS) if loss in head \
+                else dict(FOCAL_LOSS)
         head_override.update(extra)
         changes.append(f'{head_type} -> {new_type} (sigmoid over all anchors, prior-prob '
                        f'bias {PRIOR_PROB}, loss normalised by all-reduced positives)')
