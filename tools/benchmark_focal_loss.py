@@ -14,6 +14,9 @@ shows ratios measured in that same run, so a noisy machine shifts every
 column together. Peak extra memory is measured as the growth of the process's
 resident set (CPU; /proc/self VmHWM after resetting it) or of the CUDA
 caching allocator's peak (GPU), in units of one N x C float32 buffer.
+Between calls focal_plugin keeps its freed CPU output blocks for reuse (see
+``focal_plugin.ops.empty_cpu_cache``); the memory figure empties that cache
+first, so the gradient buffer is counted.
 
 Example::
 
@@ -30,7 +33,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from focal_plugin.ops import reference, sigmoid_focal_loss
+from focal_plugin.ops import empty_cpu_cache, reference, sigmoid_focal_loss
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 DEFAULT_CASES = ['250000x80:float32', '20000x80:float32', '250000x80:bfloat16',
@@ -54,8 +57,13 @@ def _status_bytes(key: str) -> int:
 
 
 def peak_extra_bytes(fn: Callable[[], None], device: torch.device) -> Optional[int]:
-    """Peak memory that one call of ``fn`` adds on top of what exists before it."""
+    """Peak memory that one call of ``fn`` adds on top of what exists before it.
+
+    focal_plugin's CPU output cache is emptied first, so its gradient buffer
+    counts as new memory, as it does for the peers.
+    """
     fn()  # warm caches and allocator pools first
+    empty_cpu_cache()
     if device.type == 'cuda':
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -232,8 +240,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for spec in args.cases:
         shape, _, dtype = spec.partition(':')
         dims = shape.split('x')
-        if dtype not in DTYPES or len(dims) != 2 or not all(d.isdigit() and int(d) > 0
-                                                           for d in dims):
+        valid_dims = len(dims) == 2 and all(d.isdigit() and int(d) > 0 for d in dims)
+        if dtype not in DTYPES or not valid_dims:
             parser.error(f'--cases takes NxC:dtype with dtype in {sorted(DTYPES)}, got {spec!r}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is available')

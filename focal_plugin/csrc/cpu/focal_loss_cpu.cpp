@@ -4,7 +4,8 @@
 // 1 and N threads give bitwise-identical results.
 //
 // Memory: no N x C temporaries; the only N x C buffer is the output itself
-// (the per-element loss for reduction 'none', or the gradient).
+// (the per-element loss for reduction 'none', or the gradient), taken from
+// output_buffer_cache.h so that its pages are not faulted in afresh per step.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -12,10 +13,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include <algorithm>
 #include <tuple>
@@ -26,6 +23,7 @@
 
 #include "../focal_loss_checks.h"
 #include "../focal_loss_math.h"
+#include "output_buffer_cache.h"
 #include "vectorized_ops.h"
 
 namespace focal_plugin {
@@ -73,23 +71,6 @@ struct Lanes {
     return total;
   }
 };
-
-// A fresh N x C output (80 MB at RetinaNet shapes) is untouched memory: the
-// first write to each 4 KiB page faults, which cost more than the focal-loss
-// arithmetic itself. Asking for transparent huge pages before that first write
-// cuts the faults 512-fold. A hint only: errors and other systems are ignored.
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor out = at::empty(sizes, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHugePage = uintptr_t(2) << 20;
-  const auto begin = reinterpret_cast<uintptr_t>(out.data_ptr());
-  const uintptr_t end = begin + out.nbytes();
-  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t last = end & ~(kHugePage - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#endif
-  return out;
-}
 
 // CPU labels are validated before any arithmetic, so a bad label is a clear
 // ValueError naming it, never a silent wrong loss.
@@ -208,25 +189,25 @@ inline void sigmoid_focal_row_impl(const FocalArgs<scalar_t, acc_t>& a, int64_t 
   const Vec zero(acc_t(0)), one(acc_t(1));
 
   acc_t row_weight = (a.weight != nullptr && !a.weight_per_element) ? a.weight[i] : acc_t(1);
-  acc_t label = -1;
-  if (a.labels != nullptr) {
-    label = static_cast<acc_t>(a.labels[i]);
-  }
-  if (a.labels != nullptr && a.labels[i] == a.ignore_index) {
+  const int64_t label = a.labels != nullptr ? a.labels[i] : -1;
+  if (a.labels != nullptr && label == a.ignore_index) {
     for (int64_t j = 0; j < C; j += kLanes) sink(row_offset + j, std::min(kLanes, C - j), zero, zero);
     return;
   }
   alignas(64) acc_t lane_index[kLanes];
   for (int64_t k = 0; k < kLanes; ++k) lane_index[k] = static_cast<acc_t>(k);
   const Vec iota = Vec::loadu(lane_index);
-  const Vec label_v(label);
 
   for (int64_t j = 0; j < C; j += kLanes) {
     const int64_t n = std::min(kLanes, C - j);
     const Vec x = IO::load(a.pred + row_offset + j, n);
-    const Vec y = a.labels != nullptr
-                      ? Vec::blendv(zero, one, (iota + Vec(static_cast<acc_t>(j))) == label_v)
-                      : IO::load(a.soft_target + row_offset + j, n);
+    // The label is compared as a lane offset below kLanes, which every float
+    // type holds exactly (a float label would round for C > 2^24).
+    const int64_t label_lane = label - j;
+    const Vec y = a.labels == nullptr ? IO::load(a.soft_target + row_offset + j, n)
+                  : (label_lane >= 0 && label_lane < kLanes)
+                      ? Vec::blendv(zero, one, iota == Vec(static_cast<acc_t>(label_lane)))
+                      : zero;
     Vec w_pos(a.alpha_pos), w_neg(a.alpha_neg);
     if (a.class_alpha != nullptr) {
       w_pos = Vec::loadu(a.class_alpha + j, n);

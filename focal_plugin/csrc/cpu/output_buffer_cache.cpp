@@ -1,0 +1,166 @@
+// See output_buffer_cache.h.
+#include "output_buffer_cache.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+
+namespace focal_plugin {
+namespace {
+
+// Smaller outputs are left to the system allocator: their page faults cost
+// little (about 0.1 ms per MiB), and caching them would pin memory.
+constexpr size_t kMinCachedBytes = size_t(1) << 20;
+// Blocks start on a transparent huge page and are whole 4 KiB pages long.
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kPage = size_t(4) << 10;
+// Freed blocks kept for reuse: a training step holds one gradient per loss
+// call until backward; a few losses per step is the common case.
+constexpr size_t kMaxCachedBlocks = 4;
+
+struct Block {
+  void* data;
+  size_t capacity;
+};
+
+void* allocate_block(size_t capacity) {
+#if defined(__linux__)
+  void* data = nullptr;
+  if (posix_memalign(&data, kHugePage, capacity) != 0) data = nullptr;
+  TORCH_CHECK(data != nullptr, "focal_plugin: out of memory allocating ", capacity,
+              " bytes for an output");
+#if defined(MADV_HUGEPAGE)
+  // A hint only: 512x fewer page faults on the first write; errors are ignored.
+  // The tail short of a whole huge page is left out: a huge page there would
+  // add up to 2 MiB of resident memory nobody writes.
+  const size_t huge_bytes = capacity / kHugePage * kHugePage;
+  if (huge_bytes > 0) madvise(data, huge_bytes, MADV_HUGEPAGE);
+#endif
+  return data;
+#else
+  return c10::alloc_cpu(capacity);
+#endif
+}
+
+void free_block(void* data) {
+#if defined(__linux__)
+  std::free(data);
+#else
+  c10::free_cpu(data);
+#endif
+}
+
+class OutputBufferCache {
+ public:
+  // A block of at least `nbytes`: the smallest cached one no more than twice
+  // that size (a small output must not pin a large block), else a new one.
+  Block acquire(size_t nbytes) {
+    const size_t capacity = (nbytes + kPage - 1) / kPage * kPage;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto best = free_.end();
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (it->capacity >= capacity && it->capacity <= 2 * capacity &&
+            (best == free_.end() || it->capacity < best->capacity)) {
+          best = it;
+        }
+      }
+      if (best != free_.end()) {
+        const Block block = *best;
+        free_.erase(best);
+        return block;
+      }
+    }
+    return Block{allocate_block(capacity), capacity};
+  }
+
+  // Called when the last tensor using the block is destroyed, from any thread.
+  void release(Block block) {
+    Block evicted{nullptr, 0};
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      free_.push_back(block);
+      if (free_.size() > kMaxCachedBlocks) {  // the least recently freed goes
+        evicted = free_.front();
+        free_.pop_front();
+      }
+    }
+    if (evicted.data != nullptr) free_block(evicted.data);
+  }
+
+  int64_t clear() {
+    std::deque<Block> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(free_);
+    }
+    int64_t released = 0;
+    for (const Block& block : blocks) {
+      released += static_cast<int64_t>(block.capacity);
+      free_block(block.data);
+    }
+    return released;
+  }
+
+  int64_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int64_t total = 0;
+    for (const Block& block : free_) total += static_cast<int64_t>(block.capacity);
+    return total;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::deque<Block> free_;
+};
+
+// Never destroyed: tensors freed during interpreter shutdown still return
+// their blocks to it after static destructors would have run.
+OutputBufferCache& cache() {
+  static auto* instance = new OutputBufferCache();
+  return *instance;
+}
+
+void release_block(void* context) {
+  auto* block = static_cast<Block*>(context);
+  cache().release(*block);
+  delete block;
+}
+
+}  // namespace
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  TORCH_INTERNAL_ASSERT(options.device().is_cpu());
+  int64_t numel = 1;
+  for (const int64_t size : sizes) numel *= size;
+  const size_t nbytes = static_cast<size_t>(numel) * c10::elementSize(options.dtype().toScalarType());
+  if (nbytes < kMinCachedBytes) return at::empty(sizes, options);
+  auto* block = new Block(cache().acquire(nbytes));
+  return at::for_blob(block->data, sizes)
+      .context(block, release_block)
+      .options(options)
+      .make_tensor();
+}
+
+int64_t empty_output_cache() { return cache().clear(); }
+
+int64_t cached_output_bytes() { return cache().cached_bytes(); }
+
+TORCH_LIBRARY_FRAGMENT(focal_plugin, m) {
+  // Frees the CPU output blocks kept for reuse (see output_buffer_cache.h);
+  // returns the bytes released. The CPU counterpart of torch.cuda.empty_cache.
+  m.def("empty_cpu_cache() -> int", &empty_output_cache);
+  m.def("cpu_cache_bytes() -> int", &cached_output_bytes);
+}
+
+}  // namespace focal_plugin
