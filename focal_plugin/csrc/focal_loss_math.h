@@ -84,9 +84,10 @@ template <typename Scalar>
 FOCAL_HOST_DEVICE Gamma<Scalar> make_gamma(double gamma) {
   Gamma<Scalar> g;
   g.value = static_cast<Scalar>(gamma);
-  const int as_int = static_cast<int>(gamma);
-  g.integer = (static_cast<double>(as_int) == gamma && as_int >= 0 && as_int <= kMaxIntegerGamma)
-                  ? as_int : -1;
+  // Range first: casting a double outside int's range (or NaN) is undefined.
+  const bool small_integer = gamma >= 0.0 && gamma <= static_cast<double>(kMaxIntegerGamma) &&
+                             gamma == static_cast<double>(static_cast<int>(gamma));
+  g.integer = small_integer ? static_cast<int>(gamma) : -1;
   return g;
 }
 
@@ -159,6 +160,10 @@ FOCAL_HOST_DEVICE void softmax_focal_row(typename Ops::Value log_pt, typename Op
                                          typename Ops::Value* loss, typename Ops::Value* coef) {
   using T = typename Ops::Value;
   const T one = Ops::constant(1.0);
+  // log p_t <= 0 in exact arithmetic; an approximate log in the caller's
+  // logsumexp could push it just above 0, which would make u < 0 and u^gamma
+  // NaN for non-integer gamma. (A NaN log_pt stays NaN: the comparison is false.)
+  log_pt = Ops::select(Ops::greater(log_pt, T(Ops::constant(0.0))), T(Ops::constant(0.0)), log_pt);
   const T p_t = Ops::exp(log_pt);
   const T u = T(Ops::constant(0.0)) - Ops::expm1(log_pt);
   const T focus = alpha_t * pow_gamma<Ops>(u, gamma);

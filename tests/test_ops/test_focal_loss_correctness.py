@@ -9,6 +9,7 @@ from focal_plugin.ops import reference, sigmoid_focal_loss, softmax_focal_loss
 
 from .utils import make_inputs, rel_error
 
+
 def _grad(fn, pred, *args, **kwargs):
     x = pred.detach().clone().requires_grad_(True)
     loss = fn(x, *args, **kwargs)
@@ -143,3 +144,27 @@ def test_reduced_half_loss_is_float32_and_does_not_overflow():
     total = sigmoid_focal_loss(pred, labels, reduction='sum')
     assert total.dtype == torch.float32
     assert math.isfinite(total.item()) and total.item() > 65504
+
+
+def test_sigmoid_label_beyond_float_precision_marks_only_its_column():
+    # float32 cannot hold 2**24 + 1: a label compared as a float would mark column 2**24.
+    classes = 2**24 + 3
+    label = 2**24 + 1
+    pred = torch.zeros(1, classes)
+    loss = sigmoid_focal_loss(pred, torch.tensor([label]), alpha=0.25, reduction='none')[0]
+    positive = 0.25 * 0.5**2 * math.log(2.0)  # p = 0.5 at logit 0
+    negative = 0.75 * 0.5**2 * math.log(2.0)
+    assert loss[label].item() == pytest.approx(positive, rel=1e-6)
+    assert loss[label - 1].item() == pytest.approx(negative, rel=1e-6)
+    assert loss[label + 1].item() == pytest.approx(negative, rel=1e-6)
+    assert (loss == loss[0]).sum().item() == classes - 1
+
+
+@pytest.mark.parametrize('gamma', [1e10, 16.0, 17.0, 16.5])
+def test_large_gamma_matches_reference(gamma):
+    pred, labels = make_inputs(64, 9, scale=1.0)
+    loss, grad = _grad(sigmoid_focal_loss, pred, labels, None, gamma, 0.25, 'none')
+    ref_loss, ref_grad = _grad(reference.sigmoid_focal_loss, pred.double(), labels, None, gamma,
+                               0.25, 'none')
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-4, atol=1e-30)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-30)

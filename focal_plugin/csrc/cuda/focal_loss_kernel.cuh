@@ -3,14 +3,17 @@
 // them. The per-element math is focal_loss_math.h, the same code the CPU runs.
 //
 // - 64-bit indexing everywhere (N * C can exceed 2^31).
-// - Reductions are deterministic: a grid of fixed size (never derived from the
-//   device's SM count), a fixed in-block tree, then one block summing the
-//   per-block partials in order. No atomics, no host synchronisation.
+// - Reductions are deterministic: the grid size depends only on the problem
+//   size (never on the device's SM count), each block sums its elements in a
+//   fixed tree, and a second pass of one block adds the per-block partials
+//   (a fixed strided sum per thread, then the same tree). No atomics, no host
+//   synchronisation.
 // - Labels are checked on the device: a row whose label is outside 0..C (or
 //   0..K-1 for softmax) and not ignore_index makes its loss and gradient NaN,
 //   so the error is visible without a device->host sync.
 #pragma once
 
+#include <cassert>
 #include <cstdint>
 
 #include "../focal_loss_math.h"
@@ -32,10 +35,13 @@ __device__ __forceinline__ acc_t quiet_nan() {
   return acc_t(0) / acc_t(0);
 }
 
-// Sum over the block in a fixed tree order; every thread must call it.
+// Sum over the block in a fixed tree order; every thread must call it, and
+// the block must have exactly kThreadsPerBlock threads (the size of `shared`
+// and of the tree): every launcher in focal_loss_cuda.cu uses that size.
 template <typename acc_t>
 __device__ acc_t block_sum(acc_t value) {
   __shared__ acc_t shared[kThreadsPerBlock];
+  assert(blockDim.x == kThreadsPerBlock);
   shared[threadIdx.x] = value;
   __syncthreads();
   for (int stride = kThreadsPerBlock / 2; stride > 0; stride >>= 1) {
@@ -69,7 +75,9 @@ __device__ __forceinline__ acc_t warp_max(acc_t value) {
   return value;
 }
 
-// Second pass of every reduction: one block adds the partials in order.
+// Second pass of every reduction: one block of kThreadsPerBlock threads; each
+// thread adds a fixed strided subset of the partials, then block_sum's tree.
+// The order depends only on `count`, so results are bitwise reproducible.
 template <typename acc_t>
 __global__ void sum_partials_kernel(const acc_t* __restrict__ partials, int64_t count,
                                     acc_t* __restrict__ out) {
