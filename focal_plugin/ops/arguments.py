@@ -6,7 +6,7 @@ values are checked by the kernels (CPU: ValueError; CUDA: NaN loss).
 """
 import math
 import numbers
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -82,40 +82,62 @@ def check_ignore_index(ignore_index: int, num_labels: int) -> int:
     return int(ignore_index)
 
 
-def split_alpha(alpha: AlphaLike, num_classes: int, pred: torch.Tensor):
-    """Returns (scalar alpha or None, per-class alpha tensor or None)."""
+ALPHA_EXPECTED = 'None, a float in [0, 1] or a 1-D sequence of per-class floats in [0, 1]'
+
+
+def parse_alpha(alpha: AlphaLike, check_device_values: bool = False
+                ) -> Tuple[Optional[float], Optional[torch.Tensor]]:
+    """Validates ``alpha`` without knowing the number of classes.
+
+    Args:
+        alpha (float | Sequence[float] | Tensor, optional): The balancing
+            factor: None, one float, or one float per class.
+        check_device_values (bool): Whether to check the values of a tensor
+            that is not on the CPU, which reads it back (a device sync).
+            Defaults to False.
+
+    Returns:
+        tuple: ``(float, None)`` for a scalar, ``(None, Tensor)`` with the
+        per-class values (a sequence becomes a float64 CPU tensor), or
+        ``(None, None)`` for None.
+    """
     if alpha is None:
         return None, None
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-        alpha = float(alpha)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f'alpha must be in [0, 1], got {alpha}')
-        return alpha, None
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f'alpha must be {ALPHA_EXPECTED}, got {alpha!r}')
+        return float(alpha), None
     if isinstance(alpha, torch.Tensor):
         values = alpha.detach()
-    elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
-        try:
-            floats = [float(a) for a in alpha]
-        except (TypeError, ValueError):
-            raise TypeError(f'alpha must be None, a float or a sequence of {num_classes} '
-                            f'floats, got {alpha!r}') from None
-        if any(not 0.0 <= a <= 1.0 for a in floats):
-            raise ValueError(f'per-class alpha values must be in [0, 1], got {floats}')
-        values = torch.tensor(floats, dtype=torch.float64)
+        if not values.is_floating_point():
+            raise TypeError(f'alpha must be {ALPHA_EXPECTED}, got a tensor of {values.dtype}')
+    elif isinstance(alpha, Sequence) and not isinstance(alpha, (str, bytes)):
+        if any(isinstance(a, bool) or not isinstance(a, numbers.Real) for a in alpha):
+            raise TypeError(f'alpha must be {ALPHA_EXPECTED}, got {alpha!r}')
+        values = torch.tensor([float(a) for a in alpha], dtype=torch.float64)
     else:
-        raise TypeError(f'alpha must be None, a float or a sequence of {num_classes} floats, '
-                        f'got {alpha!r}')
-    if values.dim() != 1 or values.numel() != num_classes:
+        raise TypeError(f'alpha must be {ALPHA_EXPECTED}, got {alpha!r}')
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError(f'alpha must be {ALPHA_EXPECTED}, got a sequence of shape '
+                         f'{tuple(values.shape)}')
+    # Values on a device are left to the caller unless asked for: reading them
+    # back would sync at every call (FusedFocalLoss checks its alpha once, at build).
+    if ((values.device.type == 'cpu' or check_device_values)
+            and not torch.compiler.is_compiling()
+            and not bool(((values >= 0) & (values <= 1)).all())):
+        raise ValueError(f'alpha must be {ALPHA_EXPECTED}, got {values.tolist()}')
+    return None, values
+
+
+def split_alpha(alpha: AlphaLike, num_classes: int, pred: torch.Tensor
+                ) -> Tuple[Optional[float], Optional[torch.Tensor]]:
+    """Returns (scalar alpha or None, per-class alpha on pred's device or None)."""
+    scalar, values = parse_alpha(alpha)
+    if values is None:
+        return scalar, None
+    if values.numel() != num_classes:
         raise ValueError(f'per-class alpha must have length C={num_classes}, got shape '
                          f'{tuple(values.shape)}')
-    if not values.is_floating_point():
-        raise TypeError(f'per-class alpha must be a floating-point tensor, got {values.dtype}')
-    # A CPU tensor is checked here; a device tensor would need a sync, so
-    # FusedFocalLoss checks its configured alpha once at build time instead.
-    if (isinstance(alpha, torch.Tensor) and values.device.type == 'cpu'
-            and not torch.compiler.is_compiling()
-            and bool(((values < 0) | (values > 1)).any())):
-        raise ValueError(f'per-class alpha values must be in [0, 1], got {values.tolist()}')
     return None, values.to(device=pred.device, dtype=accumulate_dtype(pred.dtype)).contiguous()
 
 

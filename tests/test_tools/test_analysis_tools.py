@@ -54,11 +54,13 @@ def test_loss_distribution(tmp_path, tiny_checkpoint):
     assert [r['gamma'] for r in rows] == [0.0, 0.5, 1.0, 2.0]
     for r in rows:
         assert r['positives'] > 0 and r['negatives'] > 100 * r['positives']
-        share1, share10 = r['negative_loss_share_hardest_1pct'], r['negative_loss_share_hardest_10pct']
+        share1 = r['negative_loss_share_hardest_1pct']
+        share10 = r['negative_loss_share_hardest_10pct']
         assert 0.01 <= share1 <= share10 <= 1.0
     assert rows[0]['positives'] + rows[0]['negatives'] <= 8 * 3000  # anchors of 8 images
     # Focusing moves the negative loss onto the hardest negatives.
-    assert rows[-1]['negative_loss_share_hardest_10pct'] > rows[0]['negative_loss_share_hardest_10pct']
+    share_key = 'negative_loss_share_hardest_10pct'
+    assert rows[-1][share_key] > rows[0][share_key]
     assert 'hardest 1% of' in text
 
 

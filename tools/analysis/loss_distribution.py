@@ -54,7 +54,7 @@ def collect_anchor_logits(runner, dataloader, max_images: int) -> tuple:
             b = inputs.size(0)
             c = head.cls_out_channels
             scores = torch.cat([s.permute(0, 2, 3, 1).reshape(b, -1, c) for s in cls_scores], 1)
-            lab = torch.cat([l.reshape(b, -1) for l in labels_list], 1)
+            lab = torch.cat([lb.reshape(b, -1) for lb in labels_list], 1)
             wts = torch.cat([w.reshape(b, -1) for w in weights_list], 1)
             keep = wts > 0
             logits.append(scores[keep].float().cpu())

@@ -9,16 +9,15 @@ focal_plugin's op: the loss needs neither mmdet nor mmcv.
 import inspect
 import math
 import numbers
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.registry import MODELS
 
 from ...ops import sigmoid_focal_loss, softmax_focal_loss
-from ...ops.arguments import REDUCTIONS, AvgFactor, check_gamma
-
-AlphaConfig = Union[None, float, Sequence[float], torch.Tensor]
+from ...ops.arguments import (REDUCTIONS, AlphaLike, AvgFactor, check_gamma,
+                              parse_alpha)
 
 
 @MODELS.register_module()
@@ -55,7 +54,7 @@ class FusedFocalLoss(nn.Module):
     def __init__(self,
                  use_sigmoid: bool = True,
                  gamma: float = 2.0,
-                 alpha: AlphaConfig = 0.25,
+                 alpha: AlphaLike = 0.25,
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  activated: bool = False,
@@ -217,31 +216,14 @@ def _check_loss_weight(loss_weight: float) -> float:
     return loss_weight
 
 
-def _check_alpha(alpha: AlphaConfig) -> Tuple[Optional[float], Optional[torch.Tensor]]:
+def _check_alpha(alpha: AlphaLike) -> Tuple[Optional[float], Optional[torch.Tensor]]:
     """Returns (scalar alpha, None) or (None, per-class alpha as a float64 tensor).
 
     Per-class values are checked here, once, so that the op need not read a
     device tensor back at every call; their length is checked against the
     number of classes C at forward time, when C is known.
     """
-    accepted = 'None, a float in [0, 1] or a 1-D sequence of per-class floats in [0, 1]'
-    if alpha is None:
-        return None, None
-    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f'alpha must be {accepted}, got {alpha!r}')
-        return float(alpha), None
-    if isinstance(alpha, torch.Tensor):
-        values = alpha.detach().to('cpu', torch.float64)
-    elif isinstance(alpha, Sequence) and not isinstance(alpha, (str, bytes)):
-        if any(isinstance(a, bool) or not isinstance(a, numbers.Real) for a in alpha):
-            raise TypeError(f'alpha must be {accepted}, got {alpha!r}')
-        values = torch.tensor([float(a) for a in alpha], dtype=torch.float64)
-    else:
-        raise TypeError(f'alpha must be {accepted}, got {alpha!r}')
-    if values.dim() != 1 or values.numel() == 0:
-        raise ValueError(f'alpha must be {accepted}, got a sequence of shape '
-                         f'{tuple(values.shape)}')
-    if not bool(((values >= 0) & (values <= 1)).all()):
-        raise ValueError(f'alpha must be {accepted}, got {values.tolist()}')
-    return None, values
+    scalar, values = parse_alpha(alpha, check_device_values=True)
+    if values is not None:
+        values = values.to('cpu', torch.float64)
+    return scalar, values
