@@ -34,6 +34,7 @@ def sigmoid_focal_loss(pred: torch.Tensor,
     if a.target.is_floating_point():
         y = a.target.to(acc)
     else:
+        _check_label_values(a.target, c, a.ignore_index, 'a class index or the background label')
         keep = a.target != a.ignore_index
         labels = torch.where(keep, a.target, torch.full_like(a.target, c))
         y = F.one_hot(labels, c + 1)[:, :c].to(acc)  # label C: background
@@ -70,6 +71,7 @@ def softmax_focal_loss(pred: torch.Tensor,
                                ignore_index)
     acc = arguments.accumulate_dtype(pred.dtype)
     x = a.pred.to(acc)
+    _check_label_values(a.target, x.size(1) - 1, a.ignore_index, 'a class index')
     keep = a.target != a.ignore_index
     labels = torch.where(keep, a.target, torch.zeros_like(a.target))
     log_p_t = F.log_softmax(x, dim=1).gather(1, labels[:, None])[:, 0]
@@ -83,6 +85,22 @@ def softmax_focal_loss(pred: torch.Tensor,
         loss = loss * a.weight
     loss = torch.where(keep, loss, torch.zeros_like(loss))
     return _reduce(loss, a, x.size(0), pred.dtype)
+
+
+def _check_label_values(labels: torch.Tensor, max_label: int, ignore_index: int,
+                        expected: str) -> None:
+    """Raises the CPU kernel's ValueError for a label outside 0..max_label.
+
+    The fallback may read the labels back (a device sync); under torch.compile
+    the check is left out, as it would break the graph.
+    """
+    if torch.compiler.is_compiling() or labels.numel() == 0:
+        return
+    bad = (labels != ignore_index) & ((labels < 0) | (labels > max_label))
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f'focal_plugin: target holds label {int(labels[row])} at row {row}; '
+                         f'expected {expected} 0..{max_label} or ignore_index={ignore_index}')
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:

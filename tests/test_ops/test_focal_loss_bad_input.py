@@ -39,17 +39,21 @@ def test_softmax_rejects_float_target():
         softmax_focal_loss(torch.randn(4, 3), torch.rand(4, 3))
 
 
+# The reference (the fallback without a kernel) raises the kernel's error too.
+@pytest.mark.parametrize('fn', [sigmoid_focal_loss, reference.sigmoid_focal_loss])
 @pytest.mark.parametrize('bad', [4, 7, -2])
-def test_sigmoid_labels_out_of_range_name_the_value(bad):
+def test_sigmoid_labels_out_of_range_name_the_value(fn, bad):
     pred = torch.randn(4, 3)
     labels = torch.tensor([0, 1, bad, 3])  # 3 == C is background: valid
-    with pytest.raises(ValueError, match=f'target holds label {bad} at row 2'):
-        sigmoid_focal_loss(pred, labels)
+    with pytest.raises(ValueError, match=f'target holds label {bad} at row 2; expected a class '
+                       r'index or the background label 0\.\.3 or ignore_index=-1'):
+        fn(pred, labels)
 
 
-def test_softmax_label_equal_to_k_is_an_error():
+@pytest.mark.parametrize('fn', [softmax_focal_loss, reference.softmax_focal_loss])
+def test_softmax_label_equal_to_k_is_an_error(fn):
     with pytest.raises(ValueError, match=r'target holds label 3 at row 0; expected a class index'):
-        softmax_focal_loss(torch.randn(2, 3), torch.tensor([3, 0]))
+        fn(torch.randn(2, 3), torch.tensor([3, 0]))
 
 
 def test_weight_and_alpha_shapes():
