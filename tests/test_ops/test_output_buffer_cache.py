@@ -127,3 +127,11 @@ def test_outputs_are_correct_when_called_from_many_threads():
     for actual, wanted in zip(results, expected):
         torch.testing.assert_close(actual, wanted)
     assert len({out.data_ptr() for out in results}) == len(results)
+
+
+def test_output_resizes_like_at_empty_and_returns_its_block():
+    out = _elementwise_loss(1024)
+    kept = out.clone()
+    out.resize_(2048, 512)  # moves to the CPU allocator's memory
+    assert torch.equal(out[:1024], kept)
+    assert cpu_cache_bytes() == kept.nbytes

@@ -146,9 +146,13 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
   const size_t nbytes = static_cast<size_t>(numel) * c10::elementSize(options.dtype().toScalarType());
   if (nbytes < kMinCachedBytes) return at::empty(sizes, options);
   auto* block = new Block(cache().acquire(nbytes));
+  // Resizable like at::empty's storage: growing it moves the data to memory
+  // from the CPU allocator and gives the block back to the cache.
   return at::for_blob(block->data, sizes)
       .context(block, release_block)
       .options(options)
+      .resizeable_storage()
+      .allocator(c10::GetCPUAllocator())
       .make_tensor();
 }
 
