@@ -5,6 +5,7 @@
 #include <ATen/ops/from_blob.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
+#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #if defined(__linux__)
@@ -141,9 +142,8 @@ void release_block(void* context) {
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   TORCH_INTERNAL_ASSERT(options.device().is_cpu());
-  int64_t numel = 1;
-  for (const int64_t size : sizes) numel *= size;
-  const size_t nbytes = static_cast<size_t>(numel) * c10::elementSize(options.dtype().toScalarType());
+  const size_t nbytes = static_cast<size_t>(c10::multiply_integers(sizes)) *
+                        c10::elementSize(options.dtype().toScalarType());
   if (nbytes < kMinCachedBytes) return at::empty(sizes, options);
   auto* block = new Block(cache().acquire(nbytes));
   // Resizable like at::empty's storage: growing it moves the data to memory
