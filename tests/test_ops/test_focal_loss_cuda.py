@@ -37,8 +37,7 @@ def _run(fn, pred, target, device, **kwargs):
 
 
 def _cpu_and_cuda(fn, pred, target, **kwargs):
-    return (_run(fn, pred, target, 'cpu', **dict(kwargs)),
-            _run(fn, pred, target, 'cuda', **dict(kwargs)))
+    return _run(fn, pred, target, 'cpu', **kwargs), _run(fn, pred, target, 'cuda', **kwargs)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.float16, torch.bfloat16])
