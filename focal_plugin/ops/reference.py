@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from . import arguments
 from .arguments import AlphaLike, AvgFactor
+from .loss_op import finish_reduction
 
 
 def sigmoid_focal_loss(pred: torch.Tensor,
@@ -116,4 +117,4 @@ def _reduce(loss: torch.Tensor, a: arguments.FocalArgs, numel: int,
             dtype: torch.dtype) -> torch.Tensor:
     if a.reduction == 'none':
         return loss.to(dtype)
-    return arguments.finish_reduction(loss.sum(), a.reduction, a.avg_factor, numel)
+    return finish_reduction(loss.sum(), a.reduction, a.avg_factor, numel)
