@@ -39,6 +39,7 @@ struct SigmoidFocalLoss {
   static constexpr bool kLabelScore = false;
   static constexpr bool kClassAlpha = true;
   static constexpr bool kElementwise = true;  // else one loss per row (softmax)
+  static constexpr bool kTargetsInUnitRange = true;  // soft targets and scores in [0, 1]
 };
 
 struct QualityFocalLoss {
@@ -50,6 +51,7 @@ struct QualityFocalLoss {
   static constexpr bool kLabelScore = true;
   static constexpr bool kClassAlpha = false;
   static constexpr bool kElementwise = true;
+  static constexpr bool kTargetsInUnitRange = true;
 };
 
 struct VarifocalLoss {
@@ -61,6 +63,7 @@ struct VarifocalLoss {
   static constexpr bool kLabelScore = false;
   static constexpr bool kClassAlpha = true;
   static constexpr bool kElementwise = true;
+  static constexpr bool kTargetsInUnitRange = true;
 };
 
 struct GaussianFocalLoss {
@@ -73,6 +76,10 @@ struct GaussianFocalLoss {
   static constexpr bool kLabelScore = false;
   static constexpr bool kClassAlpha = false;
   static constexpr bool kElementwise = true;
+  // mmdet's formula takes any heatmap value ((1 - g)^gamma), and mmdet's
+  // CenterNetUpdateHead fills an image without objects with num_classes: the
+  // kernels follow the formula there instead of rejecting the batch.
+  static constexpr bool kTargetsInUnitRange = false;
 };
 
 struct SoftmaxFocalLoss {
@@ -84,6 +91,7 @@ struct SoftmaxFocalLoss {
   static constexpr bool kLabelScore = false;
   static constexpr bool kClassAlpha = true;
   static constexpr bool kElementwise = false;
+  static constexpr bool kTargetsInUnitRange = true;
 };
 
 template <typename Loss>

@@ -56,12 +56,18 @@ def check_same_device(pred: torch.Tensor, tensor: torch.Tensor, name: str) -> No
                          'move both to the same device')
 
 
+def _traced(value) -> bool:
+    """Whether a Python scalar may be symbolic: a float graph input under
+    ``torch.compile`` (dynamo then traces these checks with fake values)."""
+    return isinstance(value, torch.SymFloat) or torch.compiler.is_compiling()
+
+
 def check_nonnegative(value: float, name: str) -> float:
     """Checks a finite real number >= 0 (an exponent such as gamma or beta, a weight).
 
-    Returns it as a float, or unchanged when it is a ``torch.SymFloat``.
+    Returns it as a float, or unchanged when it is traced (see the module's note).
     """
-    if isinstance(value, torch.SymFloat):
+    if _traced(value):
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f'{name} must be a real number >= 0, got {value!r}')
@@ -76,8 +82,8 @@ def check_gamma(gamma: float) -> float:
 
 
 def check_unit_interval(value: float, name: str) -> float:
-    """Checks a real number in [0, 1]; a ``torch.SymFloat`` is returned unchanged."""
-    if isinstance(value, torch.SymFloat):
+    """Checks a real number in [0, 1]; a traced one is returned unchanged."""
+    if _traced(value):
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f'{name} must be a real number in [0, 1], got {value!r}')
@@ -133,7 +139,7 @@ def parse_alpha(alpha: AlphaLike, check_device_values: bool = False
     """
     if alpha is None:
         return None, None
-    if isinstance(alpha, torch.SymFloat):
+    if _traced(alpha) and not isinstance(alpha, (torch.Tensor, Sequence)):
         return alpha, None
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
         if not 0.0 <= float(alpha) <= 1.0:

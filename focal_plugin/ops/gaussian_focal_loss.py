@@ -33,7 +33,9 @@ def gaussian_focal_loss(pred: torch.Tensor,
         pred (Tensor): Probabilities p of shape (N, C), as mmdet's heads pass
             them (both logs take mmdet's eps of 1e-12); logits with
             ``logits=True``.
-        target (Tensor): Gaussian heatmap (N, C) in [0, 1].
+        target (Tensor): Gaussian heatmap (N, C), normally in [0, 1]. Other
+            values follow the formula, as in mmdet (whose CenterNetUpdateHead
+            fills the heatmap of an image without objects with num_classes).
         weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
             Defaults to None.
         alpha (float): Exponent of the prediction, >= 0. Defaults to 2.0.
@@ -50,10 +52,6 @@ def gaussian_focal_loss(pred: torch.Tensor,
     Returns:
         Tensor: Per-element loss (N, C) for 'none'; otherwise a 0-dim tensor
         (float32 for reduced-precision inputs).
-
-    Note:
-        On CPU a target outside [0, 1] raises a ValueError; on CUDA it makes
-        the element's loss and gradient NaN, without synchronising.
     """
     a = arguments.gaussian_focal_args(pred, target, weight, alpha, gamma, pos_weight, neg_weight,
                                       logits, reduction, avg_factor)

@@ -27,7 +27,8 @@ namespace {
 
 // Evaluates row i and hands each group of lanes to sink(offset, n, loss, grad).
 // Ignored rows are handed zeros (even for NaN logits: they are not part of
-// the loss). Soft targets outside [0, 1] set lanes of `bad_target`.
+// the loss). Soft targets outside [0, 1] set lanes of `bad_target` where
+// the member requires [0, 1].
 template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t, typename acc_t,
           typename Params, typename Sink>
 inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
@@ -64,7 +65,7 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
               : zero;
     } else {
       y = IO::load(a.soft_target + row_offset + j, n);
-      bad_target = bad_target | (y < zero) | (y > one);
+      if (Loss::kTargetsInUnitRange) bad_target = bad_target | (y < zero) | (y > one);
     }
     Vec w(row_weight);
     if (a.weight_per_element) w = w * Vec::loadu(a.weight + row_offset + j, n);

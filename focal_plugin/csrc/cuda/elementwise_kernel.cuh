@@ -5,7 +5,8 @@
 // - One thread per element, grid-stride, 64-bit indexing (N * C can exceed 2^31).
 // - Reductions are deterministic (reduce.cuh).
 // - Targets are checked on the device: a row whose label is outside 0..C and
-//   not ignore_index, or a target or score outside [0, 1], makes its loss and
+//   not ignore_index, or a score or target outside [0, 1] (where the member
+//   requires [0, 1]), makes its loss and
 //   gradient NaN, so the error is visible without a device->host sync.
 #pragma once
 
@@ -41,7 +42,7 @@ __device__ __forceinline__ void eval_element(const LossArgs<scalar_t, acc_t, Par
     y = label == col ? label_value : acc_t(0);
   } else {
     y = static_cast<acc_t>(a.soft_target[idx]);
-    if (y < 0 || y > 1) {
+    if (Loss::kTargetsInUnitRange && (y < 0 || y > 1)) {
       *loss = quiet_nan<acc_t>();
       *grad = quiet_nan<acc_t>();
       return;
