@@ -7,6 +7,8 @@ operations and autograd, independently of the fused kernels' formulation.
 It materialises several N x C temporaries; that is the price of being simple.
 Same API and semantics as :mod:`focal_plugin.ops.focal_loss`.
 """
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -117,3 +119,277 @@ def _reduce(loss: torch.Tensor, a: arguments.FocalArgs, numel: int,
     if a.reduction == 'none':
         return loss.to(dtype)
     return arguments.finish_reduction(loss.sum(), a.reduction, a.avg_factor, numel)
+
+
+# --------------------------------------------------------------------------
+# The focal-loss family: quality focal, varifocal and gaussian focal loss.
+# Written from mmdet 3.3.0's formulas (gfocal_loss.py, varifocal_loss.py,
+# gaussian_focal_loss.py), in the numerically careful forms of the sigmoid
+# focal loss above. The checks below are shared by the three references.
+# --------------------------------------------------------------------------
+def _check_non_negative(value: float, name: str) -> float:
+    """A finite real number >= 0 (an exponent such as beta, or a weight)."""
+    if torch.compiler.is_compiling():
+        return value  # checked eagerly; math.isfinite of a traced float breaks the graph
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f'{name} must be a real number >= 0, got {value!r}')
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+    return value
+
+
+def _check_flag(value: bool, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}')
+    return value
+
+
+def _check_float_tensor(tensor: torch.Tensor, pred: torch.Tensor, name: str,
+                        shape: tuple) -> torch.Tensor:
+    """A floating-point tensor of ``shape`` on pred's device, in [0, 1].
+
+    The values are checked on the CPU only: reading a device tensor back
+    would synchronise at every call. NaN fails the check too.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
+    if not tensor.is_floating_point():
+        raise TypeError(f'{name} must be a floating-point tensor of values in [0, 1], got '
+                        f'{tensor.dtype}')
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f'{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}')
+    arguments.check_same_device(pred, tensor, name)
+    if tensor.device.type == 'cpu' and not torch.compiler.is_compiling():
+        outside = ~((tensor >= 0) & (tensor <= 1))
+        if bool(outside.any()):
+            index = tuple(outside.nonzero()[0].tolist())
+            raise ValueError(f'{name} must hold values in [0, 1], got {tensor[index].item()!r} '
+                             f'at index {index}')
+    return tensor.to(arguments.accumulate_dtype(pred.dtype))
+
+
+def _check_labels_0_to_c(labels: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Integer labels (N,) in 0..C, where C is background; values checked on CPU only."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f'target must be a torch.Tensor, got {type(labels).__name__}')
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError('target must be int64 class labels (N,) when score is given, got '
+                        f'{labels.dtype}')
+    arguments.check_same_device(pred, labels, 'target')
+    labels = arguments.check_labels_tensor(labels, pred)
+    n, c = pred.shape
+    if labels.device.type == 'cpu' and not torch.compiler.is_compiling():
+        bad = (labels < 0) | (labels > c)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(f'target holds label {int(labels[row])} at row {row}; expected a '
+                             f'class 0..{c - 1} or the background label {c}')
+    return labels
+
+
+def _finish_family(loss: torch.Tensor, reduction: str, avg_factor: AvgFactor,
+                   numel: int, dtype: torch.dtype) -> torch.Tensor:
+    if reduction == 'none':
+        return loss.to(dtype)
+    return arguments.finish_reduction(loss.sum(), reduction, avg_factor, numel)
+
+
+def _weighted(loss: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    if weight is None:
+        return loss
+    return loss * (weight if weight.dim() == 2 else weight[:, None])
+
+
+def quality_focal_loss(pred: torch.Tensor,
+                       target: torch.Tensor,
+                       score: Optional[torch.Tensor] = None,
+                       weight: Optional[torch.Tensor] = None,
+                       beta: float = 2.0,
+                       activated: bool = False,
+                       reduction: str = 'mean',
+                       avg_factor: AvgFactor = None) -> torch.Tensor:
+    """Reference Quality Focal Loss (Li et al., "Generalized Focal Loss").
+
+    Per element, BCE(p, y) * |y - p|^beta, summed over the C classes of a
+    row. With class labels and scores, y is the row's score at its label's
+    column and 0 elsewhere (label C: background, all y = 0); this one formula
+    is mmdet's ``quality_focal_loss``, ``quality_focal_loss_with_prob`` and
+    ``quality_focal_loss_tensor_target`` (their negatives are the y = 0 case).
+
+    Args:
+        pred (Tensor): Logits (N, C), or probabilities if ``activated``.
+        target (Tensor): int64 labels (N,) in 0..C together with ``score``,
+            or a soft (N, C) float target in [0, 1] with ``score=None``.
+        score (Tensor, optional): Quality (e.g. IoU) score (N,) in [0, 1] of
+            each row's label. Defaults to None.
+        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
+            Defaults to None.
+        beta (float): Exponent of the modulating factor, >= 0. Defaults to 2.0.
+        activated (bool): pred holds probabilities; the BCE is then
+            ``F.binary_cross_entropy``'s, with the logs clamped at -100.
+            Defaults to False.
+        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over the N
+            rows, or divides the sum by ``avg_factor``. Defaults to 'mean'.
+        avg_factor (float | Tensor, optional): Denominator of 'mean'.
+            Defaults to None.
+
+    Returns:
+        Tensor: The per-row loss (N,) for 'none', otherwise a 0-dim tensor;
+        float32 for float16/bfloat16 inputs in both cases, since a row sums C
+        elements of up to ~1e4 (logits of ±1e4), past float16's range.
+    """
+    arguments.check_pred(pred)
+    n, c = pred.shape
+    acc = arguments.accumulate_dtype(pred.dtype)
+    if score is None:
+        if isinstance(target, torch.Tensor) and not target.is_floating_point():
+            raise TypeError('target of class labels needs score (N,); a soft target must be a '
+                            f'float (N, C) tensor, got {target.dtype} of shape '
+                            f'{tuple(target.shape)}')
+        y = _check_float_tensor(target, pred, 'target', (n, c))
+    else:
+        labels = _check_labels_0_to_c(target, pred)
+        score = _check_float_tensor(score, pred, 'score', (n, ))
+        columns = torch.arange(c, device=pred.device)
+        y = torch.where(labels[:, None] == columns, score[:, None], score.new_zeros(()))
+    weight = arguments.check_weight(weight, pred, per_element_ok=True)
+    beta = _check_non_negative(beta, 'beta')
+    activated = _check_flag(activated, 'activated')
+    arguments.check_reduction(reduction, avg_factor)
+    x = pred.to(acc)
+    if activated:
+        # mmdet's BCE on probabilities: its logs are clamped at -100 and its
+        # gradient's denominator p(1 - p) at 1e-12, so that p = 0 or 1 (a
+        # saturated sigmoid) stays finite; autograd through log would give 0/0.
+        bce = F.binary_cross_entropy(x, y, reduction='none')
+        distance = (y - x).abs()
+    else:
+        bce = y * _softplus(-x) + (1 - y) * _softplus(x)
+        # y - sigmoid(x), written so that 1 - sigmoid(x) does not cancel for y near 1.
+        distance = (y * torch.sigmoid(-x) - (1 - y) * torch.sigmoid(x)).abs()
+    loss = _weighted(bce * distance.pow(beta), weight).sum(dim=1)
+    return _finish_family(loss, reduction, avg_factor, n, acc)
+
+
+def varifocal_loss(pred: torch.Tensor,
+                   target: torch.Tensor,
+                   weight: Optional[torch.Tensor] = None,
+                   alpha: AlphaLike = 0.75,
+                   gamma: float = 2.0,
+                   iou_weighted: bool = True,
+                   reduction: str = 'mean',
+                   avg_factor: AvgFactor = None) -> torch.Tensor:
+    """Reference Varifocal Loss (Zhang et al., "VarifocalNet").
+
+    Per element, BCE(p, y) times y (or 1 if not ``iou_weighted``) where
+    y > 0, and times alpha p^gamma where y = 0. As in mmdet, the gradient
+    flows through p in the modulating factor too.
+
+    Args:
+        pred (Tensor): Logits (N, C).
+        target (Tensor): IoU-aware classification score (N, C) in [0, 1].
+        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
+            Defaults to None.
+        alpha (float | Sequence[float] | Tensor): Balance of the negatives: a
+            float in [0, 1] (mmdet's), or one value in [0, 1] per class.
+            Defaults to 0.75.
+        gamma (float): Exponent of the negatives' modulating factor, >= 0.
+            Defaults to 2.0.
+        iou_weighted (bool): Weight the positives by their target score.
+            Defaults to True.
+        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over all
+            N*C elements, or divides the sum by ``avg_factor``. Defaults to
+            'mean'.
+        avg_factor (float | Tensor, optional): Denominator of 'mean'.
+            Defaults to None.
+
+    Returns:
+        Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
+        a 0-dim tensor (float32 for float16/bfloat16 inputs).
+    """
+    arguments.check_pred(pred)
+    n, c = pred.shape
+    y = _check_float_tensor(target, pred, 'target', (n, c))
+    if alpha is None:
+        raise TypeError('alpha must be a float in [0, 1] or a 1-D sequence of per-class '
+                        'floats in [0, 1], got None')
+    scalar_alpha, class_alpha = arguments.split_alpha(alpha, c, pred)
+    weight = arguments.check_weight(weight, pred, per_element_ok=True)
+    gamma = arguments.check_gamma(gamma)
+    iou_weighted = _check_flag(iou_weighted, 'iou_weighted')
+    arguments.check_reduction(reduction, avg_factor)
+    x = pred.to(y.dtype)
+    bce = y * _softplus(-x) + (1 - y) * _softplus(x)
+    negative_balance = class_alpha if class_alpha is not None else scalar_alpha
+    # |p - y|^gamma at y = 0 is p^gamma, taken as exp(gamma log p): finite with a
+    # finite gradient where p underflows to 0 (p^gamma's is inf * 0 for gamma < 1).
+    negative_factor = negative_balance * torch.exp(gamma * F.logsigmoid(x))
+    positive_factor = y if iou_weighted else torch.ones_like(y)
+    loss = bce * torch.where(y > 0, positive_factor, negative_factor)
+    return _finish_family(_weighted(loss, weight), reduction, avg_factor, n * c, pred.dtype)
+
+
+def gaussian_focal_loss(pred: torch.Tensor,
+                        target: torch.Tensor,
+                        weight: Optional[torch.Tensor] = None,
+                        alpha: float = 2.0,
+                        gamma: float = 4.0,
+                        pos_weight: float = 1.0,
+                        neg_weight: float = 1.0,
+                        logits: bool = False,
+                        reduction: str = 'mean',
+                        avg_factor: AvgFactor = None) -> torch.Tensor:
+    """Reference gaussian focal loss (CornerNet, CenterNet).
+
+    Per element, ``pos_weight * [y == 1] * -log(p) (1 - p)^alpha +
+    neg_weight * -log(1 - p) p^alpha (1 - y)^gamma`` on a gaussian heatmap y.
+
+    Args:
+        pred (Tensor): Probabilities (N, C), as CenterNet's head passes them
+            (the logs take mmdet's eps of 1e-12); logits if ``logits``.
+        target (Tensor): Gaussian heatmap (N, C) in [0, 1]; the positives are
+            the elements equal to 1.
+        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
+            Defaults to None.
+        alpha (float): Exponent of the prediction's modulating factor, >= 0.
+            Defaults to 2.0.
+        gamma (float): Exponent of the negatives' (1 - y) factor, >= 0.
+            Defaults to 4.0.
+        pos_weight (float): Factor of the positive part, >= 0. Defaults to 1.0.
+        neg_weight (float): Factor of the negative part, >= 0. Defaults to 1.0.
+        logits (bool): pred holds logits: the logs are log-sigmoids, without
+            eps, finite for every logit. Defaults to False.
+        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over all
+            N*C elements, or divides the sum by ``avg_factor``. Defaults to
+            'mean'.
+        avg_factor (float | Tensor, optional): Denominator of 'mean'.
+            Defaults to None.
+
+    Returns:
+        Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
+        a 0-dim tensor (float32 for float16/bfloat16 inputs).
+    """
+    arguments.check_pred(pred)
+    n, c = pred.shape
+    y = _check_float_tensor(target, pred, 'target', (n, c))
+    weight = arguments.check_weight(weight, pred, per_element_ok=True)
+    alpha = _check_non_negative(alpha, 'alpha')
+    gamma = arguments.check_gamma(gamma)
+    pos_weight = _check_non_negative(pos_weight, 'pos_weight')
+    neg_weight = _check_non_negative(neg_weight, 'neg_weight')
+    logits = _check_flag(logits, 'logits')
+    arguments.check_reduction(reduction, avg_factor)
+    x = pred.to(y.dtype)
+    if logits:
+        log_p, log_1mp = F.logsigmoid(x), F.logsigmoid(-x)
+        # p^alpha as exp(alpha log p): no underflow to 0 ** (alpha - 1) in the gradient.
+        p_alpha, one_minus_p_alpha = torch.exp(alpha * log_p), torch.exp(alpha * log_1mp)
+    else:
+        eps = 1e-12  # mmdet's, so that p = 0 or 1 gives a finite loss
+        log_p, log_1mp = torch.log(x + eps), torch.log(1 - x + eps)
+        p_alpha, one_minus_p_alpha = x.pow(alpha), (1 - x).pow(alpha)
+    pos_loss = -log_p * one_minus_p_alpha * (y == 1)
+    neg_loss = -log_1mp * p_alpha * (1 - y).pow(gamma)
+    loss = pos_weight * pos_loss + neg_weight * neg_loss
+    return _finish_family(_weighted(loss, weight), reduction, avg_factor, n * c, pred.dtype)
