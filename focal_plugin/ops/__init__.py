@@ -4,8 +4,7 @@ from .extension import has_kernel, is_loaded
 from .focal_loss import sigmoid_focal_loss, softmax_focal_loss
 from .memory import cpu_cache_bytes, empty_cpu_cache
 # Temporary: the family's pure-PyTorch references stand in for its fused ops.
-from .reference import gaussian_focal_loss, quality_focal_loss, varifocal_loss  # noqa: E402
-
+from .reference import gaussian_focal_loss, quality_focal_loss, varifocal_loss
 
 __all__ = [
     'sigmoid_focal_loss', 'softmax_focal_loss', 'reference', 'has_kernel', 'is_loaded',
