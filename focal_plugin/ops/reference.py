@@ -125,9 +125,10 @@ def _reduce(loss: torch.Tensor, a: arguments.FocalArgs, numel: int,
 # The focal-loss family: quality focal, varifocal and gaussian focal loss.
 # Written from mmdet 3.3.0's formulas (gfocal_loss.py, varifocal_loss.py,
 # gaussian_focal_loss.py), in the numerically careful forms of the sigmoid
-# focal loss above. The checks below are shared by the three references.
+# focal loss above. The checks below are shared by the three references (and
+# the public ones by the registry classes' configuration checks).
 # --------------------------------------------------------------------------
-def _check_non_negative(value: float, name: str) -> float:
+def check_non_negative(value: float, name: str) -> float:
     """A finite real number >= 0 (an exponent such as beta, or a weight)."""
     if torch.compiler.is_compiling():
         return value  # checked eagerly; math.isfinite of a traced float breaks the graph
@@ -139,7 +140,7 @@ def _check_non_negative(value: float, name: str) -> float:
     return value
 
 
-def _check_flag(value: bool, name: str) -> bool:
+def check_bool(value: bool, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f'{name} must be True or False, got {value!r}')
     return value
@@ -167,6 +168,13 @@ def _check_float_tensor(tensor: torch.Tensor, pred: torch.Tensor, name: str,
             raise ValueError(f'{name} must hold values in [0, 1], got {tensor[index].item()!r} '
                              f'at index {index}')
     return tensor.to(arguments.accumulate_dtype(pred.dtype))
+
+
+def _check_pred_and_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Checks pred (N, C) and a float target (N, C) in [0, 1]; returns the
+    target in the accumulation dtype."""
+    arguments.check_pred(pred)
+    return _check_float_tensor(target, pred, 'target', tuple(pred.shape))
 
 
 def _check_labels_0_to_c(labels: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -247,15 +255,15 @@ def quality_focal_loss(pred: torch.Tensor,
             raise TypeError('target of class labels needs score (N,); a soft target must be a '
                             f'float (N, C) tensor, got {target.dtype} of shape '
                             f'{tuple(target.shape)}')
-        y = _check_float_tensor(target, pred, 'target', (n, c))
+        y = _check_pred_and_target(pred, target)
     else:
         labels = _check_labels_0_to_c(target, pred)
         score = _check_float_tensor(score, pred, 'score', (n, ))
         columns = torch.arange(c, device=pred.device)
         y = torch.where(labels[:, None] == columns, score[:, None], score.new_zeros(()))
     weight = arguments.check_weight(weight, pred, per_element_ok=True)
-    beta = _check_non_negative(beta, 'beta')
-    activated = _check_flag(activated, 'activated')
+    beta = check_non_negative(beta, 'beta')
+    activated = check_bool(activated, 'activated')
     arguments.check_reduction(reduction, avg_factor)
     x = pred.to(acc)
     if activated:
@@ -308,16 +316,15 @@ def varifocal_loss(pred: torch.Tensor,
         Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
         a 0-dim tensor (float32 for float16/bfloat16 inputs).
     """
-    arguments.check_pred(pred)
+    y = _check_pred_and_target(pred, target)
     n, c = pred.shape
-    y = _check_float_tensor(target, pred, 'target', (n, c))
     if alpha is None:
         raise TypeError('alpha must be a float in [0, 1] or a 1-D sequence of per-class '
                         'floats in [0, 1], got None')
     scalar_alpha, class_alpha = arguments.split_alpha(alpha, c, pred)
     weight = arguments.check_weight(weight, pred, per_element_ok=True)
     gamma = arguments.check_gamma(gamma)
-    iou_weighted = _check_flag(iou_weighted, 'iou_weighted')
+    iou_weighted = check_bool(iou_weighted, 'iou_weighted')
     arguments.check_reduction(reduction, avg_factor)
     x = pred.to(y.dtype)
     bce = y * _softplus(-x) + (1 - y) * _softplus(x)
@@ -370,15 +377,14 @@ def gaussian_focal_loss(pred: torch.Tensor,
         Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
         a 0-dim tensor (float32 for float16/bfloat16 inputs).
     """
-    arguments.check_pred(pred)
+    y = _check_pred_and_target(pred, target)
     n, c = pred.shape
-    y = _check_float_tensor(target, pred, 'target', (n, c))
     weight = arguments.check_weight(weight, pred, per_element_ok=True)
-    alpha = _check_non_negative(alpha, 'alpha')
+    alpha = check_non_negative(alpha, 'alpha')
     gamma = arguments.check_gamma(gamma)
-    pos_weight = _check_non_negative(pos_weight, 'pos_weight')
-    neg_weight = _check_non_negative(neg_weight, 'neg_weight')
-    logits = _check_flag(logits, 'logits')
+    pos_weight = check_non_negative(pos_weight, 'pos_weight')
+    neg_weight = check_non_negative(neg_weight, 'neg_weight')
+    logits = check_bool(logits, 'logits')
     arguments.check_reduction(reduction, avg_factor)
     x = pred.to(y.dtype)
     if logits:

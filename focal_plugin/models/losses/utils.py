@@ -4,13 +4,18 @@ Each check raises an error that names the argument and what was expected, at
 build time where the argument comes from a config.
 """
 import inspect
-import math
-import numbers
 from typing import Optional, Tuple
 
 import torch
 
 from ...ops.arguments import REDUCTIONS, AlphaLike, parse_alpha
+from ...ops.reference import check_bool, check_non_negative
+
+__all__ = [
+    'InvalidReductionError', 'reject_unknown_arguments', 'accepted_arguments', 'check_bool',
+    'check_non_negative', 'check_loss_weight', 'check_reduction', 'resolve_reduction',
+    'check_use_sigmoid', 'check_pred_tensor', 'elementwise_rows', 'check_alpha'
+]
 
 
 class InvalidReductionError(ValueError, AssertionError):
@@ -34,22 +39,6 @@ def accepted_arguments(cls: type) -> Tuple[str, ...]:
     params = inspect.signature(cls.__init__).parameters.values()
     return tuple(p.name for p in params
                  if p.name != 'self' and p.kind is not inspect.Parameter.VAR_KEYWORD)
-
-
-def check_bool(value: bool, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f'{name} must be True or False, got {value!r}')
-    return value
-
-
-def check_non_negative(value: float, name: str) -> float:
-    """A finite real number >= 0 (loss_weight, exponents, part weights)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f'{name} must be a real number >= 0, got {value!r}')
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
-    return value
 
 
 def check_loss_weight(loss_weight: float) -> float:
