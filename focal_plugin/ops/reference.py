@@ -196,8 +196,8 @@ def _check_labels_0_to_c(labels: torch.Tensor, pred: torch.Tensor) -> torch.Tens
     return labels
 
 
-def _finish_family(loss: torch.Tensor, reduction: str, avg_factor: AvgFactor,
-                   numel: int, dtype: torch.dtype) -> torch.Tensor:
+def _finish_family(loss: torch.Tensor, reduction: str, avg_factor: AvgFactor, numel: int,
+                   dtype: torch.dtype) -> torch.Tensor:
     if reduction == 'none':
         return loss.to(dtype)
     return arguments.finish_reduction(loss.sum(), reduction, avg_factor, numel)

@@ -184,4 +184,3 @@ class FusedFocalLoss(nn.Module):
         return (f'use_sigmoid={self.use_sigmoid}, gamma={self.gamma}, alpha={alpha}, '
                 f'reduction={self.reduction!r}, loss_weight={self.loss_weight}, '
                 f'activated={self.activated}, ignore_index={self.ignore_index}')
-

@@ -9,8 +9,7 @@ from mmengine.registry import MODELS
 from ...ops import gaussian_focal_loss
 from ...ops.arguments import AvgFactor, check_gamma
 from .utils import (check_bool, check_loss_weight, check_non_negative, check_pred_tensor,
-                    check_reduction, elementwise_rows, reject_unknown_arguments,
-                    resolve_reduction)
+                    check_reduction, elementwise_rows, reject_unknown_arguments, resolve_reduction)
 
 
 @MODELS.register_module()
@@ -97,8 +96,8 @@ class FusedGaussianFocalLoss(nn.Module):
         """
         reduction = resolve_reduction(reduction_override, self.reduction)
         if pos_inds is not None or pos_labels is not None:
-            return self.loss_weight * self._loss_with_pos_inds(
-                pred, target, pos_inds, pos_labels, weight, reduction, avg_factor)
+            return self.loss_weight * self._loss_with_pos_inds(pred, target, pos_inds, pos_labels,
+                                                               weight, reduction, avg_factor)
         pred_2d, target_2d, weight_2d = elementwise_rows(pred, target, weight)
         loss = self._loss(pred_2d, target_2d, weight_2d, self.pos_weight, self.neg_weight,
                           reduction, avg_factor)

@@ -9,8 +9,7 @@ from mmengine.registry import MODELS
 from ...ops import quality_focal_loss
 from ...ops.arguments import AvgFactor
 from .utils import (check_bool, check_loss_weight, check_non_negative, check_pred_tensor,
-                    check_reduction, check_use_sigmoid, reject_unknown_arguments,
-                    resolve_reduction)
+                    check_reduction, check_use_sigmoid, reject_unknown_arguments, resolve_reduction)
 
 QualityTarget = Union[Tuple[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -84,10 +83,11 @@ class FusedQualityFocalLoss(nn.Module):
         elif isinstance(target, (tuple, list)) and len(target) == 2:
             labels, score = target
         else:
+            got = type(target).__name__
+            if isinstance(target, (tuple, list)):
+                got += f' of length {len(target)}'
             raise TypeError('target must be a tuple (labels (N,), scores (N,)) or a soft target '
-                            f'tensor of pred\'s shape, got {type(target).__name__}'
-                            + (f' of length {len(target)}' if isinstance(target, (tuple, list))
-                               else ''))
+                            f'tensor of pred\'s shape, got {got}')
         if isinstance(weight, torch.Tensor) and weight.dim() == 0:
             weight = weight.expand(pred.shape[:1])  # a scalar broadcasts over the rows
         loss = quality_focal_loss(

@@ -74,8 +74,7 @@ def check_pred_tensor(pred: torch.Tensor) -> None:
                         f'{getattr(pred, "dtype", type(pred).__name__)}')
 
 
-def elementwise_rows(pred: torch.Tensor, target: torch.Tensor,
-                     weight: Optional[torch.Tensor]
+def elementwise_rows(pred: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor]
                      ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Views an elementwise loss's pred/target/weight as the ops' (rows, C).
 

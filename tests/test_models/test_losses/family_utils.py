@@ -4,8 +4,8 @@ import torch
 from mmengine.registry import MODELS, Registry
 
 # float64 against mmdet's classes: mmdet's binary_cross_entropy_with_logits
-# loses up to ~1e-9 relative in the gradient for logits of ~15 (it computes
-# sigmoid(x) - y, which cancels); the values agree to ~1e-15.
+# loses up to ~1e-9 relative for logits of ~15 (its x - x*y + log(1 + exp(-x))
+# and its gradient sigmoid(x) - y cancel); the fused losses do not.
 RTOL, ATOL = 1e-7, 1e-14
 
 # What mmyolo, mmrotate, mmdet3d, ... have: a scoped child of mmengine's MODELS
@@ -40,8 +40,10 @@ def build_both(loss_type, **cfg):
     """Builds the fused loss through mmengine's root registry, a downstream
     project's child registry and mmdet's registry; all must give the class."""
     from mmdet.registry import MODELS as MMDET_MODELS
-    built = [registry.build(dict(type=loss_type, **cfg))
-             for registry in (MODELS, _DOWNSTREAM_MODELS, MMDET_MODELS)]
+    built = [
+        registry.build(dict(type=loss_type, **cfg))
+        for registry in (MODELS, _DOWNSTREAM_MODELS, MMDET_MODELS)
+    ]
     assert len({type(loss) for loss in built}) == 1
     return built[0]
 
@@ -56,7 +58,9 @@ def assert_bad_reduction_override(loss, *args):
 EXTREME_LOGITS = [[1e4, -1e4, 0.0], [-1e4, 1e4, 30.0]]
 
 
-def assert_finite_extremes(loss, make_args, dtypes=(torch.float16, torch.bfloat16),
+def assert_finite_extremes(loss,
+                           make_args,
+                           dtypes=(torch.float16, torch.bfloat16),
                            values=EXTREME_LOGITS):
     """Loss and gradient stay finite for logits of ±1e4 (or other extreme
     ``values`` of shape (2, 3)) in reduced precision.

@@ -29,8 +29,13 @@ def probabilities(shape=SHAPE):
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('weight_shape', [None, (1, 3, 1, 1), SHAPE])
 def test_matches_mmdet(reduction, weight_shape):
-    cfg = dict(alpha=1.5, gamma=3.0, reduction=reduction, loss_weight=0.8, pos_weight=0.25,
-               neg_weight=0.75)
+    cfg = dict(
+        alpha=1.5,
+        gamma=3.0,
+        reduction=reduction,
+        loss_weight=0.8,
+        pos_weight=0.25,
+        neg_weight=0.75)
     stock = mmdet_losses.GaussianFocalLoss(**cfg)
     fused = build_both('FusedGaussianFocalLoss', **cfg)
     weight = None if weight_shape is None else torch.rand(weight_shape, dtype=torch.float64)
@@ -42,8 +47,13 @@ def test_avg_factor_and_reduction_override_match_mmdet(reduction_override):
     stock = mmdet_losses.GaussianFocalLoss(reduction='sum')
     fused = FusedGaussianFocalLoss(reduction='sum')
     for avg_factor in (3.5, torch.tensor(11.0, dtype=torch.float64), 0.0):
-        assert_same_as_stock(fused, stock, probabilities(), heatmap(), avg_factor=avg_factor,
-                             reduction_override=reduction_override)
+        assert_same_as_stock(
+            fused,
+            stock,
+            probabilities(),
+            heatmap(),
+            avg_factor=avg_factor,
+            reduction_override=reduction_override)
 
 
 def test_gamma_zero_counts_the_peaks_as_negatives_too():
@@ -59,8 +69,7 @@ def test_pos_inds_path_matches_mmdet(reduction, avg_factor):
     stock, fused = mmdet_losses.GaussianFocalLoss(**cfg), FusedGaussianFocalLoss(**cfg)
     pred, target = probabilities((40, 4)).clamp(1e-4, 1 - 1e-4), heatmap((40, 4))
     pos_inds, pos_labels = torch.tensor([0, 7, 7, 31]), torch.tensor([2, 0, 3, 1])
-    assert_same_as_stock(fused, stock, pred, target, pos_inds, pos_labels,
-                         avg_factor=avg_factor)
+    assert_same_as_stock(fused, stock, pred, target, pos_inds, pos_labels, avg_factor=avg_factor)
 
 
 def test_logits_mode_is_finite_and_matches_the_probability_mode():
@@ -71,9 +80,10 @@ def test_logits_mode_is_finite_and_matches_the_probability_mode():
     stock_loss, stock_grad = value_and_grad(lambda z, y: stock(z.sigmoid(), y), x, target)
     # mmdet's log(p + 1e-12) differs from log(p) by ~1e-12 / p.
     assert max_rel_error(loss, stock_loss) < 1e-8 and max_rel_error(grad, stock_grad) < 1e-6
-    assert_finite_extremes(FusedGaussianFocalLoss(logits=True),
-                           lambda p: (torch.tensor([[1.0, 0.0, 0.5], [1.0, 1.0, 0.0]]), ),
-                           dtypes=(torch.float16, torch.bfloat16, torch.float32))
+    assert_finite_extremes(
+        FusedGaussianFocalLoss(logits=True),
+        lambda p: (torch.tensor([[1.0, 0.0, 0.5], [1.0, 1.0, 0.0]]), ),
+        dtypes=(torch.float16, torch.bfloat16, torch.float32))
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])

@@ -34,10 +34,14 @@ def logits(n=N, c=C):
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('weighted', [False, True])
 def test_matches_mmdet(activated, target_kind, reduction, weighted):
-    stock = mmdet_losses.QualityFocalLoss(activated=activated, beta=1.5, reduction=reduction,
-                                          loss_weight=0.7)
-    fused = build_both('FusedQualityFocalLoss', activated=activated, beta=1.5,
-                       reduction=reduction, loss_weight=0.7)
+    stock = mmdet_losses.QualityFocalLoss(
+        activated=activated, beta=1.5, reduction=reduction, loss_weight=0.7)
+    fused = build_both(
+        'FusedQualityFocalLoss',
+        activated=activated,
+        beta=1.5,
+        reduction=reduction,
+        loss_weight=0.7)
     target = tuple_target() if target_kind == 'tuple' else soft_target()
     weight = torch.rand(N, dtype=torch.float64) if weighted else None
     pred = logits().sigmoid() if activated else logits()
@@ -51,18 +55,23 @@ def test_avg_factor_and_reduction_override_match_mmdet(target_kind, reduction_ov
     fused = FusedQualityFocalLoss(reduction='sum')
     target = tuple_target() if target_kind == 'tuple' else soft_target()
     for avg_factor in (3.5, torch.tensor(11.0, dtype=torch.float64), 0.0):
-        assert_same_as_stock(fused, stock, logits(), target, torch.rand(N).double(),
-                             avg_factor=avg_factor, reduction_override=reduction_override)
+        assert_same_as_stock(
+            fused,
+            stock,
+            logits(),
+            target,
+            torch.rand(N).double(),
+            avg_factor=avg_factor,
+            reduction_override=reduction_override)
 
 
 def test_all_background_and_empty_inputs():
     stock, fused = mmdet_losses.QualityFocalLoss(reduction='sum'), FusedQualityFocalLoss()
     labels = torch.full((N, ), C)
-    assert_same_as_stock(fused, stock, logits(), (labels, torch.rand(N).double()),
-                         reduction_override='sum')
+    assert_same_as_stock(
+        fused, stock, logits(), (labels, torch.rand(N).double()), reduction_override='sum')
     empty = torch.empty(0, C, dtype=torch.float64, requires_grad=True)
-    loss = fused(empty, (torch.empty(0, dtype=torch.long), torch.empty(0).double()),
-                 avg_factor=1.0)
+    loss = fused(empty, (torch.empty(0, dtype=torch.long), torch.empty(0).double()), avg_factor=1.0)
     loss.backward()
     assert loss.item() == 0 and empty.grad.shape == (0, C)
 
@@ -73,15 +82,15 @@ def test_per_element_weight_extends_the_per_row_weight():
     fused = FusedQualityFocalLoss(reduction='none')
     row_weight = torch.rand(N, dtype=torch.float64)
     target = tuple_target()
-    assert_same_as_stock(fused, fused, logits(), target, row_weight[:, None].expand(N, C),
-                         rtol=1e-12, atol=0)
+    assert_same_as_stock(
+        fused, fused, logits(), target, row_weight[:, None].expand(N, C), rtol=1e-12, atol=0)
     element_weight = torch.rand(N, C, dtype=torch.float64)
     element_weight[:, 0] = 0
     pred = logits()
     pred_moved = pred.clone()
     pred_moved[:, 0] += 5  # a column with weight 0 must not count
-    torch.testing.assert_close(fused(pred, target, element_weight),
-                               fused(pred_moved, target, element_weight))
+    torch.testing.assert_close(
+        fused(pred, target, element_weight), fused(pred_moved, target, element_weight))
 
 
 def test_scalar_weight_broadcasts_over_rows():
@@ -96,8 +105,8 @@ def test_reduced_precision_extremes_stay_finite(activated):
     # Probabilities of exactly 0 and 1 (saturated sigmoids) when activated. Their
     # gradient with respect to p is ~1e11 (mmdet's BCE clamps p(1 - p) at 1e-12):
     # past float16's range, so there only bfloat16 can hold it.
-    extremes = dict(dtypes=(torch.bfloat16, ), values=[[1.0, 0.0, 0.5], [0.0, 1.0, 1.0]]
-                    ) if activated else {}
+    extremes = dict(
+        dtypes=(torch.bfloat16, ), values=[[1.0, 0.0, 0.5], [0.0, 1.0, 1.0]]) if activated else {}
     for target in ((torch.tensor([0, 3]), torch.tensor([0.9, 0.2])), torch.full((2, 3), 0.5)):
         assert_finite_extremes(loss, lambda p: (target, ), **extremes)
 
@@ -118,14 +127,15 @@ def test_none_reduction_of_float16_is_float32_rows():
      r'or the background label 5'),
     (torch.tensor([0, -1, 1]), torch.rand(3), ValueError, 'label -1 at row 1'),
     (torch.tensor([0, 1]), torch.rand(3), ValueError, r'class-index target must have shape \(3,\)'),
-    (torch.tensor([0, 1, 2]), torch.rand(4), ValueError, r'score must have shape \(3,\), got \(4,\)'),
+    (torch.tensor([0, 1, 2
+                   ]), torch.rand(4), ValueError, r'score must have shape \(3,\), got \(4,\)'),
     (torch.tensor([0, 1, 2]), torch.tensor([0.5, 1.5, 0.1]), ValueError,
      r'score must hold values in \[0, 1\], got 1.5 at index \(1,\)'),
-    (torch.tensor([0, 1, 2]), torch.tensor([0.5, float('nan'), 0.1]), ValueError,
-     r'score must hold values in \[0, 1\], got nan'),
+    (torch.tensor([0, 1, 2]), torch.tensor(
+        [0.5, float('nan'), 0.1]), ValueError, r'score must hold values in \[0, 1\], got nan'),
     (torch.tensor([0, 1, 2]), torch.tensor([-0.1, 0.5, 0.1]), ValueError, 'got -0.1'),
-    (torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]), TypeError,
-     'score must be a floating-point tensor'),
+    (torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1
+                                            ]), TypeError, 'score must be a floating-point tensor'),
     (torch.tensor([0.0, 1.0, 2.0]), torch.rand(3), TypeError, 'target must be int64 class labels'),
 ])
 def test_bad_tuple_targets(labels, scores, error, pattern):

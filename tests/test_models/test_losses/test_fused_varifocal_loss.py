@@ -29,8 +29,8 @@ def logits(n=N, c=C):
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('weight_shape', [None, (N, 1), (N, C)])
 def test_matches_mmdet(iou_weighted, reduction, weight_shape):
-    cfg = dict(alpha=0.6, gamma=1.5, iou_weighted=iou_weighted, reduction=reduction,
-               loss_weight=1.3)
+    cfg = dict(
+        alpha=0.6, gamma=1.5, iou_weighted=iou_weighted, reduction=reduction, loss_weight=1.3)
     stock = mmdet_losses.VarifocalLoss(**cfg)
     fused = build_both('FusedVarifocalLoss', **cfg)
     weight = None if weight_shape is None else torch.rand(weight_shape, dtype=torch.float64)
@@ -41,8 +41,13 @@ def test_matches_mmdet(iou_weighted, reduction, weight_shape):
 def test_avg_factor_and_reduction_override_match_mmdet(reduction_override):
     stock, fused = mmdet_losses.VarifocalLoss(reduction='sum'), FusedVarifocalLoss(reduction='sum')
     for avg_factor in (3.5, torch.tensor(11.0, dtype=torch.float64), 0.0):
-        assert_same_as_stock(fused, stock, logits(), iou_target(), avg_factor=avg_factor,
-                             reduction_override=reduction_override)
+        assert_same_as_stock(
+            fused,
+            stock,
+            logits(),
+            iou_target(),
+            avg_factor=avg_factor,
+            reduction_override=reduction_override)
 
 
 def test_any_shape_is_elementwise_as_in_mmdet():
