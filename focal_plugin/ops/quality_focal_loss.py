@@ -47,8 +47,8 @@ def quality_focal_loss(pred: torch.Tensor,
             Defaults to None.
 
     Returns:
-        Tensor: Per-row loss (N,) for 'none'; otherwise a 0-dim tensor
-        (float32 for reduced-precision inputs).
+        Tensor: Per-row loss (N,) for 'none', otherwise a 0-dim tensor; both
+        float32 for float16/bfloat16 inputs.
 
     Note:
         On CPU a label outside 0..C or a score or target outside [0, 1]
@@ -64,5 +64,9 @@ def quality_focal_loss(pred: torch.Tensor,
         reduction, avg_factor, pred.size(0),
         lambda: reference.quality_focal_loss(pred, target, score, weight, beta, activated,
                                              reduction, avg_factor))
-    # The kernels' unreduced loss is per element; mmdet's is the row sum.
-    return loss.sum(dim=1) if reduction == 'none' and loss.dim() == 2 else loss
+    if reduction == 'none' and loss.dim() == 2:
+        # The kernels' unreduced loss is per element; mmdet's is the row sum,
+        # taken in the accumulation dtype: C terms of up to ~1e4 each would
+        # overflow float16.
+        return loss.sum(dim=1, dtype=arguments.accumulate_dtype(pred.dtype))
+    return loss
