@@ -1,13 +1,18 @@
-"""Benchmark the fused focal-loss op against the peers, in one run.
+"""Benchmark the fused focal-loss family against the peers, in one run.
 
-Forward + backward time and peak extra memory of ``sigmoid_focal_loss`` at
-RetinaNet shapes, against:
+Forward + backward time and peak extra memory of each fused loss against:
 
-- mmdet's ``FocalLoss`` on CPU (its pure-PyTorch path: one-hot target and
-  ``py_sigmoid_focal_loss``), which is what mmdet runs without a GPU;
-- ``torch.compile`` (Inductor) of the same formula (the package's reference);
-- on a GPU, mmcv's CUDA ``sigmoid_focal_loss``;
-- ``copy_`` of a tensor of the same size: the memory-bandwidth floor.
+- focal: ``sigmoid_focal_loss`` at RetinaNet shapes against mmdet's
+  ``FocalLoss`` (on CPU its pure-PyTorch path, one-hot target and
+  ``py_sigmoid_focal_loss``; on a GPU mmcv's CUDA op) and ``torch.compile``
+  (Inductor) of the same formula (the package's reference);
+- qfl / vfl: ``FusedQualityFocalLoss`` / ``FusedVarifocalLoss`` at an
+  RTMDet-like shape (8 images x 8400 priors x 80 classes) against mmdet's
+  ``QualityFocalLoss`` / ``VarifocalLoss`` and ``torch.compile`` of mmdet's
+  loss function;
+- gaussian: ``FusedGaussianFocalLoss`` on CenterNet's heatmap (8 x 80 x 128
+  x 128) against mmdet's ``GaussianFocalLoss`` and ``torch.compile`` of it;
+- every case: ``copy_`` of a tensor of pred's size, the memory-bandwidth floor.
 
 All variants of a case run round-robin in the same process, and the table
 shows ratios measured in that same run, so a noisy machine shifts every
@@ -18,13 +23,17 @@ Between calls focal_plugin keeps its freed CPU output blocks for reuse (see
 ``focal_plugin.ops.empty_cpu_cache``); the memory figure empties that cache
 first, so the gradient buffer is counted.
 
+Cases are ``LOSS:SHAPE:DTYPE`` (``focal:250000x80:float32``,
+``gaussian:8x80x128x128:bfloat16``); a bare ``NxC:DTYPE`` is a focal case.
+
 Example::
 
     python tools/benchmark_focal_loss.py                       # CPU, all cases
     python tools/benchmark_focal_loss.py --device cuda --repeat 20
-    python tools/benchmark_focal_loss.py --cases 20000x80:float32 --out bench.json
+    python tools/benchmark_focal_loss.py --cases qfl:8x8400x80:float32 --out bench.json
 """
 import argparse
+import importlib
 import json
 import statistics
 import sys
@@ -33,11 +42,25 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from focal_plugin.models.losses import (FusedGaussianFocalLoss, FusedQualityFocalLoss,
+                                        FusedVarifocalLoss)
 from focal_plugin.ops import empty_cpu_cache, reference, sigmoid_focal_loss
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-DEFAULT_CASES = ['250000x80:float32', '20000x80:float32', '250000x80:bfloat16',
-                 '250000x80:float16']
+LOSSES = ('focal', 'qfl', 'vfl', 'gaussian')
+DEFAULT_CASES = [
+    'focal:250000x80:float32', 'focal:20000x80:float32', 'focal:250000x80:bfloat16',
+    'focal:250000x80:float16', 'qfl:8x8400x80:float32', 'qfl:8x8400x80:bfloat16',
+    'vfl:8x8400x80:float32', 'vfl:8x8400x80:bfloat16', 'gaussian:8x80x128x128:float32',
+    'gaussian:8x80x128x128:bfloat16'
+]
+# The fused loss's row in every table, and the peers it is compared with.
+OURS = 'focal_plugin'
+MMDET_CPU = 'mmdet (CPU path)'
+MMCV_CUDA = 'mmcv CUDA op (mmdet FocalLoss on GPU)'
+MMDET_GPU = 'mmdet (on GPU)'
+COMPILED = 'torch.compile(formula)'
+COPY = 'copy_ (bandwidth floor)'
 
 # Memory traffic in units of one N x C tensor: forward reads pred; backward
 # reads pred and writes the gradient. copy_ reads one and writes one.
@@ -81,39 +104,89 @@ def peak_extra_bytes(fn: Callable[[], None], device: torch.device) -> Optional[i
     return _status_bytes('VmHWM:') - base
 
 
-def make_variants(pred: torch.Tensor, labels: torch.Tensor,
+def _fwd_bwd(pred: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]):
+    def run():
+        x = pred.detach().requires_grad_(True)
+        loss_fn(x).backward()
+        return x.grad
+
+    return run
+
+
+def _mmdet_losses() -> Optional[object]:
+    try:
+        from mmdet.models import losses
+    except ImportError:
+        log('mmdet is not installed: skipping its losses and torch.compile of their formulas')
+        return None
+    return losses
+
+
+def make_inputs(loss: str, shape: tuple, dtype: torch.dtype, device: torch.device) -> tuple:
+    """pred and the loss's other arguments, like a training step's."""
+    g = torch.Generator().manual_seed(0)
+    pred = (torch.randn(*shape, generator=g) * 3).to(device=device, dtype=dtype)
+    rows, classes = (shape[0], shape[1]) if loss == 'focal' else (
+        int(torch.tensor(shape[:-1]).prod()), shape[-1])
+    positive = torch.rand(rows, generator=g) < 0.01  # ~1% positives, as in dense detectors
+    labels = torch.full((rows, ), classes, dtype=torch.long)
+    labels[positive] = torch.randint(0, classes, (int(positive.sum()), ), generator=g)
+    avg_factor = positive.sum().clamp_min(1).float().to(device)
+    if loss == 'focal':
+        return pred, (labels.to(device), ), avg_factor
+    if loss == 'qfl':
+        pred = pred.reshape(rows, classes)
+        score = torch.rand(rows, generator=g).to(device)
+        return pred, ((labels.to(device), score), ), avg_factor
+    if loss == 'vfl':
+        pred = pred.reshape(rows, classes)
+        target = torch.zeros(rows, classes)
+        keep = labels < classes
+        target[keep, labels[keep]] = torch.rand(int(keep.sum()), generator=g)
+        return pred, (target.to(device=device, dtype=dtype), ), avg_factor
+    # gaussian: CenterNet's heatmap, probabilities in, a few peaks of exactly 1.
+    heatmap = torch.rand(*shape, generator=g)**8
+    heatmap[torch.rand(*shape, generator=g) < 1e-4] = 1.0
+    prob = pred.float().sigmoid().clamp(1e-4, 1 - 1e-4).to(dtype)
+    return prob, (heatmap.to(device=device, dtype=dtype), ), avg_factor
+
+
+def make_variants(loss: str, pred: torch.Tensor, args: tuple,
                   avg_factor: torch.Tensor) -> Dict[str, Callable[[], None]]:
     """Forward + backward of each implementation on the same inputs."""
-
-    def fwd_bwd(loss_fn):
-        def run():
-            x = pred.detach().requires_grad_(True)
-            loss = loss_fn(x)
-            loss.backward()
-            return x.grad
-        return run
-
-    variants = {
-        'focal_plugin': fwd_bwd(lambda x: sigmoid_focal_loss(x, labels, avg_factor=avg_factor)),
-    }
-    try:
-        from mmdet.models.losses import FocalLoss
-    except ImportError:
-        log('mmdet is not installed: skipping its FocalLoss')
+    mmdet = _mmdet_losses()
+    if loss == 'focal':
+        labels = args[0]
+        variants = {
+            OURS: _fwd_bwd(pred, lambda x: sigmoid_focal_loss(x, labels, avg_factor=avg_factor))
+        }
+        if mmdet is not None:
+            stock = mmdet.FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25)
+            variants[MMCV_CUDA if pred.is_cuda else MMDET_CPU] = _fwd_bwd(
+                pred, lambda x: stock(x, labels, avg_factor=avg_factor))
+        compiled = torch.compile(reference.sigmoid_focal_loss, dynamic=False)
+        variants[COMPILED] = _fwd_bwd(
+            pred, lambda x: compiled(x, labels, None, 2.0, 0.25, 'mean', avg_factor))
     else:
-        mmdet_loss = FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25)
-        if pred.is_cuda:
-            name = 'mmcv CUDA op (mmdet FocalLoss on GPU)'
-        else:
-            name = 'mmdet FocalLoss (CPU path)'
-        variants[name] = fwd_bwd(lambda x: mmdet_loss(x, labels, avg_factor=avg_factor))
-
-    compiled = torch.compile(reference.sigmoid_focal_loss, dynamic=False)
-    variants['torch.compile(reference)'] = fwd_bwd(
-        lambda x: compiled(x, labels, None, 2.0, 0.25, 'mean', avg_factor))
-
+        fused, stock_name, formula = {
+            'qfl': (FusedQualityFocalLoss(), 'QualityFocalLoss', 'gfocal_loss.quality_focal_loss'),
+            'vfl': (FusedVarifocalLoss(), 'VarifocalLoss', 'varifocal_loss.varifocal_loss'),
+            'gaussian': (FusedGaussianFocalLoss(), 'GaussianFocalLoss',
+                         'gaussian_focal_loss.gaussian_focal_loss'),
+        }[loss]
+        variants = {OURS: _fwd_bwd(pred, lambda x: fused(x, *args, avg_factor=avg_factor))}
+        if mmdet is not None:
+            stock = getattr(mmdet, stock_name)()
+            variants[MMDET_GPU if pred.is_cuda else MMDET_CPU] = _fwd_bwd(
+                pred, lambda x: stock(x, *args, avg_factor=avg_factor))
+            module, function = formula.split('.')
+            compiled = torch.compile(
+                getattr(importlib.import_module(f'mmdet.models.losses.{module}'), function),
+                dynamic=False)
+            variants[COMPILED] = _fwd_bwd(
+                pred, lambda x: compiled(x, *args, avg_factor=avg_factor))
     src, dst = pred.detach().clone(), torch.empty_like(pred)
-    variants['copy_ (bandwidth floor)'] = lambda: dst.copy_(src)
+    variants[COPY] = lambda: dst.copy_(src)
     return variants
 
 
@@ -141,23 +214,29 @@ def time_round_robin(variants: Dict[str, Callable], repeat: int, device: torch.d
     return times
 
 
-def run_case(spec: str, device: torch.device, repeat: int, time_limit: float) -> dict:
-    shape, dtype_name = spec.split(':')
-    n, c = (int(v) for v in shape.split('x'))
-    dtype = DTYPES[dtype_name]
-    log(f'case N={n} C={c} {dtype_name} on {device}')
-    g = torch.Generator().manual_seed(0)
-    pred = (torch.randn(n, c, generator=g) * 3).to(device=device, dtype=dtype)
-    # RetinaNet-like labels: ~1% positives, the rest background (label C).
-    labels = torch.full((n, ), c, dtype=torch.long)
-    pos = torch.rand(n, generator=g) < 0.01
-    labels[pos] = torch.randint(0, c, (int(pos.sum()), ), generator=g)
-    labels = labels.to(device)
-    avg_factor = pos.sum().clamp_min(1).float().to(device)
+def parse_case(spec: str) -> tuple:
+    """``LOSS:SHAPE:DTYPE`` (or ``NxC:DTYPE`` for focal) -> (loss, shape, dtype name)."""
+    parts = spec.split(':')
+    if len(parts) == 2:
+        parts = ['focal'] + parts
+    if len(parts) != 3:
+        raise ValueError(spec)
+    loss, shape, dtype = parts
+    dims = shape.split('x')
+    if (loss not in LOSSES or dtype not in DTYPES
+            or not all(d.isdigit() and int(d) > 0 for d in dims)
+            or (loss == 'focal' and len(dims) != 2) or len(dims) < 2):
+        raise ValueError(spec)
+    return loss, tuple(int(d) for d in dims), dtype
 
-    variants = make_variants(pred, labels, avg_factor)
+
+def run_case(spec: str, device: torch.device, repeat: int, time_limit: float) -> dict:
+    loss, shape, dtype_name = parse_case(spec)
+    log(f'case {loss} {"x".join(map(str, shape))} {dtype_name} on {device}')
+    pred, args, avg_factor = make_inputs(loss, shape, DTYPES[dtype_name], device)
+    variants = make_variants(loss, pred, args, avg_factor)
     times = time_round_robin(variants, repeat, device, time_limit)
-    buffer = n * c * 4
+    buffer = pred.numel() * 4
     rows = {}
     for name, fn in variants.items():
         peak = peak_extra_bytes(fn, device)
@@ -167,12 +246,13 @@ def run_case(spec: str, device: torch.device, repeat: int, time_limit: float) ->
             'runs': len(times[name]),
             'peak_extra_buffers': None if peak is None else peak / buffer,
         }
-    ours = rows['focal_plugin']['median_ms']
+    ours = rows[OURS]['median_ms']
     for row in rows.values():
         row['focal_plugin_speedup'] = row['median_ms'] / ours
-    floor_ms = rows['copy_ (bandwidth floor)']['median_ms'] * FUSED_TRAFFIC / COPY_TRAFFIC
+    floor_ms = rows[COPY]['median_ms'] * FUSED_TRAFFIC / COPY_TRAFFIC
     return {
-        'case': spec, 'n': n, 'c': c, 'dtype': dtype_name, 'device': str(device),
+        'case': f'{loss}:{"x".join(map(str, shape))}:{dtype_name}', 'loss': loss,
+        'shape': 'x'.join(map(str, shape)), 'dtype': dtype_name, 'device': str(device),
         'threads': torch.get_num_threads(), 'rows': rows,
         'fraction_of_bandwidth_floor': floor_ms / ours,
     }
@@ -181,46 +261,59 @@ def run_case(spec: str, device: torch.device, repeat: int, time_limit: float) ->
 def format_table(results: List[dict]) -> str:
     lines = [
         '| case | implementation | fwd+bwd median (ms) | focal_plugin speed-up | '
-        'peak extra memory (N x C fp32 buffers) |',
+        'peak extra memory (fp32 buffers of pred\'s size) |',
         '|---|---|---:|---:|---:|',
     ]
     for res in results:
         for name, row in res['rows'].items():
             peak = row['peak_extra_buffers']
             peak_s = 'n/a' if peak is None else f'{peak:.2f}'
-            lines.append(f"| {res['n']}x{res['c']} {res['dtype']} | {name} | "
+            lines.append(f"| {res['loss']} {res['shape']} {res['dtype']} | {name} | "
                          f"{row['median_ms']:.1f} | {row['focal_plugin_speedup']:.1f}x | "
                          f'{peak_s} |')
     lines.append('')
     for res in results:
-        lines.append(f"- {res['n']}x{res['c']} {res['dtype']}: focal_plugin runs at "
+        lines.append(f"- {res['loss']} {res['shape']} {res['dtype']}: focal_plugin runs at "
                      f"{res['fraction_of_bandwidth_floor']:.0%} of the memory-bandwidth floor "
                      f"(copy_ time x {FUSED_TRAFFIC}/{COPY_TRAFFIC}); {res['threads']} threads, "
                      f"{res['device']}.")
     return '\n'.join(lines)
 
 
+# CPU targets: (loss, shape, dtype) -> minimum speed-up over mmdet's CPU path.
+# The focal case keeps its original 20x; each family member needs 10x. Every
+# target case must also beat torch.compile and add at most one buffer of
+# pred's size (the gradient).
+CPU_TARGETS = {('focal', '250000x80', 'float32'): 20.0}
+for _loss, _shape in (('qfl', '8x8400x80'), ('vfl', '8x8400x80'),
+                      ('gaussian', '8x80x128x128')):
+    for _dtype in ('float32', 'bfloat16'):
+        CPU_TARGETS[(_loss, _shape, _dtype)] = 10.0
+
+
 def check_targets(results: List[dict]) -> List[str]:
-    """The CPU targets of the op issue, for float32 N=250000 C=80."""
+    """The CPU targets, for the cases of CPU_TARGETS that were run."""
     verdicts = []
     for res in results:
-        if not (res['device'] == 'cpu' and res['n'] == 250000 and res['c'] == 80
-                and res['dtype'] == 'float32'):
+        key = (res['loss'], res['shape'], res['dtype'])
+        if res['device'] != 'cpu' or key not in CPU_TARGETS:
             continue
+        case = ' '.join(key)
         rows = res['rows']
-        ours = rows['focal_plugin']
-        mmdet = rows.get('mmdet FocalLoss (CPU path)')
+        mmdet = rows.get(MMDET_CPU)
         if mmdet is not None:
             s = mmdet['focal_plugin_speedup']
-            verdicts.append(f"{'PASS' if s >= 20 else 'FAIL'}: >= 20x faster than mmdet's CPU "
-                            f'path (measured {s:.1f}x)')
-        s = rows['torch.compile(reference)']['focal_plugin_speedup']
-        verdicts.append(f"{'PASS' if s > 1 else 'FAIL'}: faster than torch.compile of the "
-                        f'formula (measured {s:.2f}x)')
-        if ours['peak_extra_buffers'] is not None:
-            p = ours['peak_extra_buffers']
-            verdicts.append(f"{'PASS' if p <= 1.05 else 'FAIL'}: peak extra memory <= one "
-                            f'N x C gradient buffer (measured {p:.2f} buffers)')
+            verdicts.append(f"{'PASS' if s >= CPU_TARGETS[key] else 'FAIL'}: {case}: "
+                            f">= {CPU_TARGETS[key]:.0f}x faster than mmdet's CPU path "
+                            f'(measured {s:.1f}x)')
+        if COMPILED in rows:
+            s = rows[COMPILED]['focal_plugin_speedup']
+            verdicts.append(f"{'PASS' if s > 1 else 'FAIL'}: {case}: faster than torch.compile "
+                            f'of the formula (measured {s:.2f}x)')
+        peak = rows[OURS]['peak_extra_buffers']
+        if peak is not None:
+            verdicts.append(f"{'PASS' if peak <= 1.05 else 'FAIL'}: {case}: peak extra memory "
+                            f'<= one buffer of pred\'s size (measured {peak:.2f})')
     return verdicts
 
 
@@ -228,7 +321,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cpu', help='cpu or cuda. Defaults to cpu.')
     parser.add_argument('--cases', nargs='+', default=DEFAULT_CASES,
-                        help='NxC:dtype specs. Defaults to RetinaNet shapes.')
+                        help='LOSS:SHAPE:DTYPE specs, LOSS in focal, qfl, vfl, gaussian. '
+                        'Defaults to RetinaNet, RTMDet and CenterNet shapes.')
     parser.add_argument('--repeat', type=int, default=7, help='Timed rounds. Defaults to 7.')
     parser.add_argument('--time-limit', type=float, default=120.0,
                         help='Seconds of timed rounds per case before stopping early '
@@ -238,11 +332,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.repeat < 1:
         parser.error(f'--repeat must be >= 1, got {args.repeat}')
     for spec in args.cases:
-        shape, _, dtype = spec.partition(':')
-        dims = shape.split('x')
-        valid_dims = len(dims) == 2 and all(d.isdigit() and int(d) > 0 for d in dims)
-        if dtype not in DTYPES or not valid_dims:
-            parser.error(f'--cases takes NxC:dtype with dtype in {sorted(DTYPES)}, got {spec!r}')
+        try:
+            parse_case(spec)
+        except ValueError:
+            parser.error(f'--cases takes LOSS:SHAPE:DTYPE (or NxC:DTYPE for focal) with LOSS in '
+                         f'{LOSSES}, SHAPE like 8x8400x80 and DTYPE in {sorted(DTYPES)}, got '
+                         f'{spec!r}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is available')
     return args

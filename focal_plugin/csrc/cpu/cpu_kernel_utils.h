@@ -73,19 +73,31 @@ struct Lanes {
   }
 };
 
+// The rows [begin, end) of one chunk, summed in order. Never inlined, on
+// purpose: at::parallel_for calls its body from two places (inline when
+// serial, inside the OpenMP region otherwise), and GCC fuses a*b+c into FMAs
+// differently in each inlined copy. One out-of-line copy of the row loop
+// computes the same bits whatever the thread count, and keeps the FMAs.
+template <typename RowSum>
+[[gnu::noinline]] double sum_rows(int64_t begin, int64_t end, const RowSum& row_sum) {
+  double total = 0;
+  for (int64_t i = begin; i < end; ++i) total += row_sum(i);
+  return total;
+}
+
 // Deterministic parallel sum over rows: rows are cut into fixed chunks,
 // row_sum(i) is added in row order within a chunk, and the chunk totals in
-// chunk order, so the result does not depend on the thread count.
+// chunk order, so the result does not depend on the thread count. Kernels
+// without a reduction use it too (returning 0 per row), for the same single
+// copy of their row loop.
 template <typename RowSum>
 double chunked_sum(int64_t rows, int64_t chunk_rows, const RowSum& row_sum) {
   const int64_t num_chunks = (rows + chunk_rows - 1) / chunk_rows;
   std::vector<double> partial(num_chunks, 0.0);
   at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      double total = 0;
-      const int64_t row_end = std::min(rows, (chunk + 1) * chunk_rows);
-      for (int64_t i = chunk * chunk_rows; i < row_end; ++i) total += row_sum(i);
-      partial[chunk] = total;
+      partial[chunk] =
+          sum_rows(chunk * chunk_rows, std::min(rows, (chunk + 1) * chunk_rows), row_sum);
     }
   });
   double total = 0;

@@ -102,26 +102,25 @@ struct CpuSoftmax {
       const auto go = grad_output.to(accumulate_type(in.pred.scalar_type())).contiguous();
       const acc_t* go_data = go.data_ptr<acc_t>();
       scalar_t* grad_out = grad_input.data_ptr<scalar_t>();
-      at::parallel_for(0, a.rows, rows_per_chunk(C), [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          scalar_t* g_row = grad_out + i * C;
-          acc_t lse, coef;
-          if (!softmax_focal_row(a, i, &lse, static_cast<acc_t*>(nullptr), &coef)) {
-            std::fill(g_row, g_row + C, scalar_t(0));
-            continue;
-          }
-          const acc_t scale = coef * go_data[in.sum ? 0 : i];
-          const Vec scale_v(scale), lse_v(lse);
-          const scalar_t* x = a.pred + i * C;
-          for (int64_t j = 0; j < C; j += kLanes) {
-            const int64_t n = std::min(kLanes, C - j);
-            IO::store(scale_v * (IO::load(x + j, n) - lse_v).exp(), g_row + j, n);
-          }
-          // The target column is scale * (p_t - 1) = scale * expm1(log p_t):
-          // written apart so that p_t close to 1 does not cancel.
-          const int64_t t = a.labels[i];
-          g_row[t] = static_cast<scalar_t>(scale * std::expm1(static_cast<acc_t>(x[t]) - lse));
+      chunked_sum(a.rows, rows_per_chunk(C), [&](int64_t i) {
+        scalar_t* g_row = grad_out + i * C;
+        acc_t lse, coef;
+        if (!softmax_focal_row(a, i, &lse, static_cast<acc_t*>(nullptr), &coef)) {
+          std::fill(g_row, g_row + C, scalar_t(0));
+          return 0.0;
         }
+        const acc_t scale = coef * go_data[in.sum ? 0 : i];
+        const Vec scale_v(scale), lse_v(lse);
+        const scalar_t* x = a.pred + i * C;
+        for (int64_t j = 0; j < C; j += kLanes) {
+          const int64_t n = std::min(kLanes, C - j);
+          IO::store(scale_v * (IO::load(x + j, n) - lse_v).exp(), g_row + j, n);
+        }
+        // The target column is scale * (p_t - 1) = scale * expm1(log p_t):
+        // written apart so that p_t close to 1 does not cancel.
+        const int64_t t = a.labels[i];
+        g_row[t] = static_cast<scalar_t>(scale * std::expm1(static_cast<acc_t>(x[t]) - lse));
+        return 0.0;
       });
     });
     return grad_input;
