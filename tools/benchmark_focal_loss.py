@@ -136,7 +136,9 @@ def make_inputs(loss: str, shape: tuple, dtype: torch.dtype, device: torch.devic
         return pred, (labels.to(device), ), avg_factor
     if loss == 'qfl':
         pred = pred.reshape(rows, classes)
-        score = torch.rand(rows, generator=g).to(device)
+        # In pred's dtype: mmdet's QualityFocalLoss fails on float32 scores with
+        # reduced-precision predictions.
+        score = torch.rand(rows, generator=g).to(device=device, dtype=dtype)
         return pred, ((labels.to(device), score), ), avg_factor
     if loss == 'vfl':
         pred = pred.reshape(rows, classes)

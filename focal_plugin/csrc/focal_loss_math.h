@@ -38,7 +38,9 @@ constexpr int kMaxIntegerExponent = 16;
 
 // Scalar backend: float or double, on the host or on a CUDA device.
 // Primitives: exp, expm1, log, log1p_unit (log(1 + x) for x in [0, 1] only,
-// which a backend may implement faster), abs, max, select, comparisons.
+// which a backend may implement faster), abs, max, select, comparisons, and
+// any (whether a mask holds for any lane, so that work no lane needs can be
+// skipped).
 template <typename T>
 struct ScalarOps;
 
@@ -53,6 +55,7 @@ struct ScalarOps<float> {
   static FOCAL_HOST_DEVICE float log(float x) { return ::logf(x); }
   static FOCAL_HOST_DEVICE float log1p_unit(float x) { return ::log1pf(x); }  // x in [0, 1]
   static FOCAL_HOST_DEVICE float abs(float x) { return ::fabsf(x); }
+  static FOCAL_HOST_DEVICE bool any(bool m) { return m; }
   static FOCAL_HOST_DEVICE float max(float a, float b) { return a > b ? a : b; }
   static FOCAL_HOST_DEVICE bool nonneg(float x) { return x >= 0.f; }
   static FOCAL_HOST_DEVICE bool greater(float a, float b) { return a > b; }
@@ -71,6 +74,7 @@ struct ScalarOps<double> {
   static FOCAL_HOST_DEVICE double log(double x) { return ::log(x); }
   static FOCAL_HOST_DEVICE double log1p_unit(double x) { return ::log1p(x); }  // x in [0, 1]
   static FOCAL_HOST_DEVICE double abs(double x) { return ::fabs(x); }
+  static FOCAL_HOST_DEVICE bool any(bool m) { return m; }
   static FOCAL_HOST_DEVICE double max(double a, double b) { return a > b ? a : b; }
   static FOCAL_HOST_DEVICE bool nonneg(double x) { return x >= 0.0; }
   static FOCAL_HOST_DEVICE bool greater(double a, double b) { return a > b; }
@@ -402,37 +406,48 @@ struct GaussianFocal {
                                      typename Ops::Value* grad) {
     using T = typename Ops::Value;
     const T zero = Ops::constant(0.0), one = Ops::constant(1.0);
-    const T pos = Ops::select(Ops::equal(g, one), T(w * params.pos_weight), zero);
+    const typename Ops::Mask positive = Ops::equal(g, one);
     const T neg = w * params.neg_weight * pow_exp<Ops>(T(one - g), params.gamma);
     const T alpha_v = Ops::constant(static_cast<double>(params.alpha.value));
-    T p, q, log_p, log_q;
+    T p, q, log_q, log_p = zero;
+    // Peaks (g == 1) are rare: their log p term is skipped where no lane has one.
+    const bool any_positive = Ops::any(positive);
     if (params.logits) {
       const Logistic<Ops> s(x);
       p = s.p;
       q = s.q;
-      log_p = s.log_p();
       log_q = s.log_q();
+      if (any_positive) log_p = s.log_p();
     } else {
       const T eps = Ops::constant(1e-12);
       p = x;
       q = one - x;
-      log_p = Ops::log(T(p + eps));
       log_q = Ops::log(T(q + eps));
+      if (any_positive) log_p = Ops::log(T(p + eps));
     }
-    const T q_alpha = pow_exp<Ops>(q, params.alpha);
     const T p_alpha = pow_exp<Ops>(p, params.alpha);
-    if (kWantLoss) *loss = zero - (pos * q_alpha * log_p + neg * p_alpha * log_q);
+    T loss_v = zero - neg * p_alpha * log_q;
+    T grad_v;
     if (kWantGrad) {
-      if (params.logits) {
-        *grad = pos * q_alpha * (alpha_v * p * log_p - q) + neg * p_alpha * (p - alpha_v * q * log_q);
-      } else {
-        const T eps = Ops::constant(1e-12);
-        // d/dp of each part; alpha (1-p)^(alpha-1) is pow_exp_derivative.
-        const T d_pos = pow_exp_derivative<Ops>(q, params.alpha) * log_p - q_alpha / (p + eps);
-        const T d_neg = p_alpha / (q + eps) - pow_exp_derivative<Ops>(p, params.alpha) * log_q;
-        *grad = pos * d_pos + neg * d_neg;
+      grad_v = params.logits ? T(neg * p_alpha * (p - alpha_v * q * log_q))
+                             : T(neg * (p_alpha / (q + Ops::constant(1e-12)) -
+                                        pow_exp_derivative<Ops>(p, params.alpha) * log_q));
+    }
+    if (any_positive) {
+      const T pos = Ops::select(positive, T(w * params.pos_weight), zero);
+      const T q_alpha = pow_exp<Ops>(q, params.alpha);
+      loss_v = loss_v - pos * q_alpha * log_p;
+      if (kWantGrad) {
+        // d/dp: alpha (1-p)^(alpha-1) log p - (1-p)^alpha / p (probabilities),
+        // q^alpha (alpha p log p - q) per logit.
+        grad_v = grad_v + pos * (params.logits
+                                     ? T(q_alpha * (alpha_v * p * log_p - q))
+                                     : T(pow_exp_derivative<Ops>(q, params.alpha) * log_p -
+                                         q_alpha / (p + Ops::constant(1e-12))));
       }
     }
+    if (kWantLoss) *loss = loss_v;
+    if (kWantGrad) *grad = grad_v;
   }
 };
 

@@ -37,6 +37,8 @@ struct VectorizedOps {
     }
   }
   static Value abs(const Value& x) { return x.abs(); }
+  // Whether any lane of a mask is set: lets a functor skip work that no lane needs.
+  static bool any(const Mask& m) { return m.zero_mask() != (1 << Value::size()) - 1; }
   static Value max(const Value& a, const Value& b) { return at::vec::maximum(a, b); }
   static Mask nonneg(const Value& x) { return x >= Value(T(0)); }
   static Mask greater(const Value& a, const Value& b) { return a > b; }
