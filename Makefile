@@ -19,7 +19,7 @@ benchmark: setup
 	$(PYTHON) tools/benchmark_focal_loss.py
 
 cuda-check:
-	bash tools/check_cuda_build.sh
+	bash tools/rehearse_gpu_check.sh
 
 clean:
 	rm -rf build focal_plugin/_C*.so *.egg-info work_dirs

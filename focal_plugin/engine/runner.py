@@ -1,4 +1,4 @@
-"""mmengine's Runner with two fixes that training with focal_plugin relies on."""
+"""mmengine's Runner with the fixes that training with focal_plugin relies on."""
 import datetime
 from typing import Callable, List, Optional, Tuple, Union
 
@@ -6,6 +6,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.device import get_device
 from mmengine.dist import is_distributed
+from mmengine.model import is_model_wrapper
 from mmengine.registry import MODEL_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 
@@ -14,8 +15,8 @@ from .checkpoint import trusted_checkpoint
 
 @RUNNERS.register_module()
 class FocalRunner(Runner):
-    """mmengine's Runner, able to resume under torch >= 2.6 and to train
-    distributed on CPU.
+    """mmengine's Runner, able to resume under torch >= 2.6, to train
+    distributed on CPU and to train with ``compile=True``.
 
     - Checkpoints: ``resume``, ``load_from`` and testing from a checkpoint go
       through :meth:`load_checkpoint`; the file named there is loaded in full,
@@ -26,6 +27,11 @@ class FocalRunner(Runner):
       process group and wraps the model in DDP with ``device_ids``, both of
       which fail on CPU. Here the process group is created with the gloo
       backend and the model wrapped without device ids.
+    - ``compile=True`` (or a dict of ``torch.compile`` arguments): mmengine
+      compiles the whole ``train_step``, and dynamo fails inside
+      ``OptimWrapper.step`` (torch 2.13). Here the model's forward, which
+      computes the losses, is compiled; the data preprocessor, the backward
+      and the optimizer step run eagerly.
 
     Select it in a config with ``runner_type = 'FocalRunner'`` (mmdet's
     ``tools/train.py`` and ``tools/test.py`` honour it; ours default to it).
@@ -52,6 +58,25 @@ class FocalRunner(Runner):
         # CPU modules take no device_ids (torch's DDP raises if given any).
         return MODEL_WRAPPERS.build(wrapper_cfg, default_args=dict(module=model,
                                                                    device_ids=None))
+
+    def _maybe_compile(self, target: str) -> None:
+        if target != 'train_step':
+            return super()._maybe_compile(target)
+        compile_cfg = self.cfg.get('compile', None)
+        if compile_cfg is None or compile_cfg is False:
+            return
+        if compile_cfg is True:
+            compile_cfg = dict()
+        if not isinstance(compile_cfg, dict):
+            raise TypeError('compile must be a bool or a dict of torch.compile arguments, got '
+                            f'{compile_cfg!r}')
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        # nn.Module.compile: every call of the model (train_step's forward in
+        # 'loss' mode, and val/test) runs compiled; the module and its state
+        # dict keys stay as they are, so checkpoints do not change.
+        model.compile(**compile_cfg)
+        self.logger.info('The model\'s forward (losses included) has been compiled; '
+                         'the optimizer step runs eagerly. The first iterations are slow.')
 
     def load_checkpoint(self,
                         filename: str,

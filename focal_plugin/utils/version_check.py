@@ -5,7 +5,9 @@ from typing import Dict, Optional, Tuple
 # package: (minimum inclusive, maximum exclusive, required)
 SUPPORTED_VERSIONS: Dict[str, Tuple[str, str, bool]] = {
     'torch': ('2.4.0', '3.0.0', True),  # torch.library.register_fake / register_autograd
-    'mmengine': ('0.10.0', '1.0.0', True),
+    # Optional: focal_plugin.ops needs only torch; the loss module, the runner
+    # and the heads need mmengine.
+    'mmengine': ('0.10.0', '1.0.0', False),
     'mmcv': ('2.0.0', '2.2.0', False),  # mmdet 3.x asserts mmcv < 2.2.0
     'mmdet': ('3.0.0', '3.4.0', False),
 }
@@ -33,8 +35,9 @@ def installed_version(package: str) -> Optional[str]:
 def check_versions() -> Dict[str, Optional[str]]:
     """Raises ImportError naming the supported range of any misfit package.
 
-    mmengine (and torch) are required; mmcv and mmdet are optional (the loss
-    works without them) but must be in range when installed.
+    torch is required; mmengine, mmcv and mmdet are optional (the op needs
+    only torch, the loss only mmengine) but must be in range when installed.
+    Nothing is imported: the versions come from the installed metadata.
 
     Returns:
         dict: The installed version of each package (None if absent).

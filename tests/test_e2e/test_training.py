@@ -5,6 +5,7 @@ iterations through tools/train.py (and torchrun), in subprocesses.
 """
 import glob
 import json
+import math
 import os
 import os.path as osp
 import subprocess
@@ -134,3 +135,32 @@ def test_mmdet_own_train_script_runs_the_config(tmp_path):
     checkpoint = torch.load(tmp_path / 'iter_3.pth', weights_only=False)
     assert checkpoint['meta']['iter'] == 3
     assert any(k.startswith('bbox_head.retina_cls') for k in checkpoint['state_dict'])
+
+
+def test_compile_true_trains_and_matches_eager_on_the_first_iteration(tmp_path):
+    # mmengine's compile=True with the package's config: FocalRunner compiles
+    # the model's forward. The second iteration's images differ in size, so
+    # dynamo recompiles with symbolic shapes (where FusedFocalLoss once failed).
+    config = tmp_path / 'recorded.py'
+    config.write_text(
+        f"_base_ = {CONFIG!r}\n"
+        "custom_imports = dict(imports=['focal_plugin', 'first_loss_recorder'], "
+        "allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='RecordFirstLossHook')]\n")
+    options = _schedule(2, 100, 1, validate=False) + ['train_cfg.val_begin=1000']
+
+    def train(work_dir, *extra):
+        cmd = [sys.executable, TRAIN, str(config), '--work-dir', str(work_dir),
+               '--cfg-options', *options, *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        with open(work_dir / 'first_losses_rank0.json') as f:
+            return json.load(f), done.stdout + done.stderr
+
+    eager, _ = train(tmp_path / 'eager', 'train_cfg.max_iters=1')
+    compiled, log = train(tmp_path / 'compiled', 'compile=True')
+    assert "model's forward (losses included) has been compiled" in log
+    for key in ('loss_cls', 'loss_bbox'):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4), (key, compiled, eager)
+    second = [r for r in _scalars(tmp_path / 'compiled') if r.get('iter') == 2]
+    assert second and all(math.isfinite(second[0][k]) for k in ('loss_cls', 'loss_bbox'))

@@ -166,7 +166,11 @@ class FusedFocalLoss(nn.Module):
         if not isinstance(weight, torch.Tensor):
             raise TypeError(f'weight must be None or a tensor, got {type(weight).__name__}')
         row_shapes = (shape[:-1], shape[:-1] + (1, )) if pred.dim() >= 2 else (shape, )
-        if weight.shape in row_shapes:
+        # Size by size, not `weight.shape in row_shapes`: under torch.compile with
+        # dynamic shapes the sizes are symbolic, and tuple membership does not
+        # compare them by value.
+        if any(weight.dim() == len(rows) and all(w == r for w, r in zip(weight.shape, rows))
+               for rows in row_shapes):
             weight_2d = weight.reshape(num_rows)
         elif weight.dim() == 1 and weight.numel() == pred.numel():
             weight_2d = weight.reshape(num_rows, num_classes)  # mmdet's flattened (N * C,)
