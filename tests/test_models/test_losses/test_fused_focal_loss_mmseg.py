@@ -293,12 +293,14 @@ def test_mmseg_decode_head_uses_it_as_loss_decode():
     pytest.importorskip('mmseg')
     from mmseg.registry import MODELS as MMSEG_MODELS
     from mmseg.utils import register_all_modules
+    from mmengine.registry import DefaultScope
     register_all_modules(init_default_scope=False)
     focal = dict(type='FusedFocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.5,
                  class_weight=[1.0, 2.0, 0.5, 1.0], loss_weight=2.0)
-    head = MMSEG_MODELS.build(
-        dict(type='FCNHead', in_channels=8, channels=8, num_convs=1, num_classes=4,
-             loss_decode=[focal, dict(focal, loss_name='loss_focal_2', gamma=1.0)]))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        head = MMSEG_MODELS.build(
+            dict(type='FCNHead', in_channels=8, channels=8, num_convs=1, num_classes=4,
+                 loss_decode=[focal, dict(focal, loss_name='loss_focal_2', gamma=1.0)]))
     assert type(head.loss_decode[0]) is FusedFocalLoss
     seg_logits = torch.randn(2, 4, 8, 8) * 2
     labels = torch.randint(0, 4, (2, 16, 16))
