@@ -27,8 +27,12 @@ if [ ! -x "$WORK/venv/bin/python" ]; then
     log "creating throwaway venv in $WORK/venv with torch==2.14.1 (CUDA build)"
     "$PY_BOOT" -m venv "$WORK/venv"
 fi
+# The build tools (setuptools' pin, numpy's bound) come from requirements/build.txt,
+# the one place they are written; torch is deliberately another version, a CUDA build.
+mapfile -t BUILD_TOOLS < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^torch[=<>!~]/d' \
+    -e '/^$/d' "$ROOT/requirements/build.txt")
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check \
-    torch==2.14.1 setuptools==80.9.0 wheel ninja 'numpy<2'
+    torch==2.14.1 "${BUILD_TOOLS[@]}"
 
 log "building the extension with FORCE_CUDA=1 (arch $TORCH_CUDA_ARCH_LIST)"
 # Build out of tree so the project's own compiled library stays as it is.

@@ -57,7 +57,7 @@ if [ ! -f "$stamp" ]; then
     "${PIP[@]}" install -q -r "$REQ/build.txt"
 fi
 
-# mmcv 2.1.0 has no wheel for this torch: build it from source with its ops.
+# mmcv (its pin: mminstall.txt) has no wheel for this torch: build it from source with its ops.
 # pip's own wheel cache is keyed by the sdist, not by torch, so it could hand back
 # a wheel built against another torch (wrong ABI); keep our own cache, keyed by
 # the Python and torch versions, and bypass pip's.
