@@ -67,7 +67,11 @@ def make_extensions() -> list:
 
     sources = [osp.join(CSRC, 'focal_loss.cpp')]
     sources += sorted(glob.glob(osp.join(CSRC, 'cpu', '*.cpp')))
-    cxx_flags = ['-O3', '-fopenmp', '-Wall', '-Wno-unknown-pragmas']
+    # -ffp-contract=off: GCC fuses a*b+c into FMAs wherever it inlines code, and
+    # the kernels' row loop is inlined twice (the serial path and the OpenMP
+    # region of at::parallel_for): with contraction the two copies could round
+    # differently, and results would depend on the thread count.
+    cxx_flags = ['-O3', '-fopenmp', '-ffp-contract=off', '-Wall', '-Wno-unknown-pragmas']
     vec = os.environ.get('FOCAL_PLUGIN_CPU_VEC', 'auto')
     if vec not in ('auto', 'none'):
         raise SystemExit(f"FOCAL_PLUGIN_CPU_VEC must be 'auto' or 'none', got {vec!r}")

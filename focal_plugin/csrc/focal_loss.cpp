@@ -1,9 +1,15 @@
-// Schemas of the focal_plugin ops. Kernels are registered per device in
-// cpu/focal_loss_cpu.cpp and cuda/focal_loss_cuda.cu; fake (meta) and autograd
-// registrations live in Python (focal_plugin/ops/focal_loss.py), the pattern
-// of pytorch/extension-cpp.
+// Schemas of the focal_plugin ops, generated from the family's descriptors
+// (focal_loss_family.h, which also states the conventions they share).
+// Kernels are registered per device in cpu/ and cuda/; fake (meta) and
+// autograd registrations live in Python (focal_plugin/ops/registration.py),
+// the pattern of pytorch/extension-cpp.
 #include <Python.h>
 #include <torch/library.h>
+
+#include <string>
+
+#include "focal_loss_family.h"
+#include "focal_loss_ops.h"
 
 extern "C" {
 // `import focal_plugin._C` loads this library, whose static initialisers
@@ -16,34 +22,28 @@ PyObject* PyInit__C(void) {
 }
 }
 
-// Conventions shared by all four ops:
-//   reduction: 0 = 'none' (per-element / per-row loss, pred's dtype),
-//              1 = 'sum'  (a 0-dim tensor in the accumulation dtype: float32
-//                          for float16/bfloat16/float32, float64 for float64).
-//   'mean' and avg_factor are a division done by the caller on that scalar.
-//   weight, class_alpha: the accumulation dtype. alpha: scalar alpha or None;
-//   class_alpha (length C) overrides it. Rows whose label is ignore_index
-//   contribute nothing.
+namespace focal_plugin {
+namespace {
+
+constexpr const char* kTensorArgs =
+    "Tensor pred, Tensor target, Tensor? score, Tensor? weight, Tensor? class_alpha, "
+    "int ignore_index";
+
+}  // namespace
+
 TORCH_LIBRARY(focal_plugin, m) {
-  m.def(
-      "sigmoid_focal_loss(Tensor pred, Tensor target, Tensor? weight, Tensor? class_alpha, "
-      "float gamma, float? alpha, int reduction, int ignore_index) -> Tensor");
-  m.def(
-      "sigmoid_focal_loss_backward(Tensor grad_output, Tensor pred, Tensor target, "
-      "Tensor? weight, Tensor? class_alpha, float gamma, float? alpha, int reduction, "
-      "int ignore_index) -> Tensor");
-  // Loss and its per-element derivative in one pass, for training: the
-  // second output is d(sum of the per-element losses)/d(pred) (for 'none' the
-  // caller multiplies it by grad_output elementwise, for 'sum' by the scalar).
-  m.def(
-      "sigmoid_focal_loss_with_grad(Tensor pred, Tensor target, Tensor? weight, "
-      "Tensor? class_alpha, float gamma, float? alpha, int reduction, int ignore_index) "
-      "-> (Tensor, Tensor)");
-  m.def(
-      "softmax_focal_loss(Tensor pred, Tensor target, Tensor? weight, Tensor? class_alpha, "
-      "float gamma, float? alpha, int reduction, int ignore_index) -> Tensor");
-  m.def(
-      "softmax_focal_loss_backward(Tensor grad_output, Tensor pred, Tensor target, "
-      "Tensor? weight, Tensor? class_alpha, float gamma, float? alpha, int reduction, "
-      "int ignore_index) -> Tensor");
+  for_each_loss([&](auto tag) {
+    using Loss = typename decltype(tag)::type;
+    const std::string args = std::string(kTensorArgs) + ", " + Loss::kScalars + ", bool sum";
+    m.def((std::string(Loss::kName) + "(" + args + ") -> Tensor").c_str());
+    m.def((private_op_name(Loss::kName, "backward") + "(Tensor grad_output, " + args +
+           ") -> Tensor")
+              .c_str());
+    if (Loss::kElementwise) {
+      m.def((private_op_name(Loss::kName, "with_grad") + "(" + args + ") -> (Tensor, Tensor)")
+                .c_str());
+    }
+  });
 }
+
+}  // namespace focal_plugin

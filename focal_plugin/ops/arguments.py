@@ -1,12 +1,15 @@
-"""Argument checks and normalisation shared by the fused op and the reference.
+"""Argument checks and normalisation shared by the fused ops and the reference.
 
 Every check raises an error that names the argument and what was expected.
-None of them reads tensor values from the device (no ``.item()``): label
-values are checked by the kernels (CPU: ValueError; CUDA: NaN loss).
+None of them reads tensor values from the device (no ``.item()``): label,
+score and target values are checked by the kernels (CPU: ValueError; CUDA:
+NaN loss). Under ``torch.compile`` a float argument may arrive as a symbolic
+``torch.SymFloat`` (one compiled graph serves every gamma); its value is then
+checked by the compiled op when the graph runs, not here.
 """
 import math
 import numbers
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -53,13 +56,46 @@ def check_same_device(pred: torch.Tensor, tensor: torch.Tensor, name: str) -> No
                          'move both to the same device')
 
 
+def _traced(value) -> bool:
+    """Whether a Python scalar may be symbolic: a float graph input under
+    ``torch.compile`` (dynamo then traces these checks with fake values)."""
+    return isinstance(value, torch.SymFloat) or torch.compiler.is_compiling()
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    """Checks a finite real number >= 0 (an exponent such as gamma or beta, a weight).
+
+    Returns it as a float, or unchanged when it is traced (see the module's note).
+    """
+    if _traced(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f'{name} must be a real number >= 0, got {value!r}')
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+    return value
+
+
 def check_gamma(gamma: float) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
-        raise TypeError(f'gamma must be a real number >= 0, got {gamma!r}')
-    gamma = float(gamma)
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f'gamma must be a finite number >= 0, got {gamma!r}')
-    return gamma
+    return check_nonnegative(gamma, 'gamma')
+
+
+def check_unit_interval(value: float, name: str) -> float:
+    """Checks a real number in [0, 1]; a traced one is returned unchanged."""
+    if _traced(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f'{name} must be a real number in [0, 1], got {value!r}')
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f'{name} must be in [0, 1], got {value!r}')
+    return float(value)
+
+
+def check_bool(value: bool, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}')
+    return value
 
 
 def check_reduction(reduction: str, avg_factor: AvgFactor) -> None:
@@ -103,6 +139,8 @@ def parse_alpha(alpha: AlphaLike, check_device_values: bool = False
     """
     if alpha is None:
         return None, None
+    if _traced(alpha) and not isinstance(alpha, (torch.Tensor, Sequence)):
+        return alpha, None
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f'alpha must be {ALPHA_EXPECTED}, got {alpha!r}')
@@ -129,16 +167,49 @@ def parse_alpha(alpha: AlphaLike, check_device_values: bool = False
     return None, values
 
 
+# Per-class alphas given as Python sequences, already on a device: copying a
+# list to the GPU at every call would block the host. Keyed by the values,
+# the device and the dtype; small, since a model has a handful of losses.
+_CLASS_ALPHA_CACHE: Dict[tuple, torch.Tensor] = {}
+_CLASS_ALPHA_CACHE_SIZE = 32
+
+
 def split_alpha(alpha: AlphaLike, num_classes: int, pred: torch.Tensor
                 ) -> Tuple[Optional[float], Optional[torch.Tensor]]:
-    """Returns (scalar alpha or None, per-class alpha on pred's device or None)."""
+    """Returns (scalar alpha or None, per-class alpha on pred's device or None).
+
+    A per-class alpha given as a sequence is converted once per device and
+    dtype and then reused; a tensor is the caller's to place (on pred's
+    device, it is used without a copy).
+    """
+    cacheable = (isinstance(alpha, Sequence) and not isinstance(alpha, (str, bytes))
+                 and not torch.compiler.is_compiling())
+    dtype = accumulate_dtype(pred.dtype)
+    if cacheable:
+        key = (tuple(alpha), pred.device, dtype)
+        try:
+            cached = _CLASS_ALPHA_CACHE.get(key)
+        except TypeError:  # unhashable entries: parse_alpha names the problem
+            cached, cacheable = None, False
+        if cached is not None:
+            _check_class_count(cached, num_classes)
+            return None, cached
     scalar, values = parse_alpha(alpha)
     if values is None:
         return scalar, None
+    _check_class_count(values, num_classes)
+    values = values.to(device=pred.device, dtype=dtype).contiguous()
+    if cacheable:
+        if len(_CLASS_ALPHA_CACHE) >= _CLASS_ALPHA_CACHE_SIZE:
+            _CLASS_ALPHA_CACHE.pop(next(iter(_CLASS_ALPHA_CACHE)))
+        _CLASS_ALPHA_CACHE[key] = values
+    return None, values
+
+
+def _check_class_count(values: torch.Tensor, num_classes: int) -> None:
     if values.numel() != num_classes:
         raise ValueError(f'per-class alpha must have length C={num_classes}, got shape '
                          f'{tuple(values.shape)}')
-    return None, values.to(device=pred.device, dtype=accumulate_dtype(pred.dtype)).contiguous()
 
 
 def check_weight(weight: Optional[torch.Tensor], pred: torch.Tensor,
@@ -168,6 +239,63 @@ def check_labels_tensor(target: torch.Tensor, pred: torch.Tensor) -> torch.Tenso
     return target.long().contiguous()
 
 
+def check_soft_target(target: torch.Tensor, pred: torch.Tensor,
+                      name: str = 'target') -> torch.Tensor:
+    """A float target of pred's shape, as pred's dtype; values in [0, 1] are
+    checked by the kernels."""
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(target).__name__}')
+    check_same_device(pred, target, name)
+    if not target.is_floating_point():
+        raise TypeError(f'{name} must be a float tensor of pred\'s shape '
+                        f'{tuple(pred.shape)} with values in [0, 1], got {target.dtype}')
+    if target.shape != pred.shape:
+        raise ValueError(f'{name} must have pred\'s shape {tuple(pred.shape)}, got '
+                         f'{tuple(target.shape)}')
+    return target.to(pred.dtype).contiguous()
+
+
+def check_labels_or_soft_target(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Class indices (N,) as int64, or a soft (N, C) target as pred's dtype."""
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+    check_same_device(pred, target, 'target')
+    if target.is_floating_point():
+        if target.shape != pred.shape:
+            raise ValueError(f'float (soft) target must have pred\'s shape '
+                             f'{tuple(pred.shape)}, got {tuple(target.shape)}; class indices '
+                             'must be an integer tensor of shape (N,)')
+        return target.to(pred.dtype).contiguous()
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f'target must be int64 class indices (N,) or float probabilities '
+                        f'(N, C), got {target.dtype}')
+    return check_labels_tensor(target, pred)
+
+
+def check_score(score: Optional[torch.Tensor], target: torch.Tensor,
+                pred: torch.Tensor) -> Optional[torch.Tensor]:
+    """The per-row score that goes with class-index targets; values in [0, 1]
+    are checked by the kernels."""
+    if target.is_floating_point():
+        if score is not None:
+            raise ValueError('score goes with class-index targets (labels (N,), scores (N,)); '
+                             'a soft (N, C) target already holds the scores, so pass '
+                             'score=None')
+        return None
+    n = pred.size(0)
+    if score is None:
+        raise ValueError(f'class-index targets need score, the quality target (N,) = ({n},) '
+                         'of each label, in [0, 1]')
+    if not isinstance(score, torch.Tensor) or not score.is_floating_point():
+        raise TypeError(f'score must be a float tensor of shape ({n},), got '
+                        f'{getattr(score, "dtype", type(score).__name__)}')
+    check_same_device(pred, score, 'score')
+    if score.dim() != 1 or score.size(0) != n:
+        raise ValueError(f'score must have shape ({n},) like the labels and pred\'s rows, got '
+                         f'{tuple(score.shape)}')
+    return score.to(accumulate_dtype(pred.dtype)).contiguous()
+
+
 def sigmoid_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
                  ignore_index) -> FocalArgs:
     """Checks and normalises the arguments of ``sigmoid_focal_loss``."""
@@ -175,18 +303,7 @@ def sigmoid_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
     n, c = pred.shape
     if not isinstance(target, torch.Tensor):
         raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
-    check_same_device(pred, target, 'target')
-    if target.is_floating_point():
-        if tuple(target.shape) != (n, c):
-            raise ValueError(f'float (soft) target must have pred\'s shape ({n}, {c}), got '
-                             f'{tuple(target.shape)}; class indices must be an integer '
-                             'tensor of shape (N,)')
-        target = target.to(pred.dtype).contiguous()
-    elif target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f'target must be int64 class indices (N,) or float probabilities '
-                        f'(N, C), got {target.dtype}')
-    else:
-        target = check_labels_tensor(target, pred)
+    target = check_labels_or_soft_target(target, pred)
     scalar_alpha, class_alpha = split_alpha(alpha, c, pred)
     check_reduction(reduction, avg_factor)
     return FocalArgs(pred, target, check_weight(weight, pred, per_element_ok=True), class_alpha,
@@ -213,16 +330,80 @@ def softmax_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
                      check_ignore_index(ignore_index, k))
 
 
-def finish_reduction(loss: torch.Tensor, reduction: str, avg_factor: AvgFactor,
-                     numel: int) -> torch.Tensor:
-    """Turns the op's 'none' or 'sum' output into mmdet's reduction.
+class QualityFocalArgs(NamedTuple):
+    """Normalised arguments of ``quality_focal_loss``."""
+    pred: torch.Tensor
+    target: torch.Tensor  # int64 (N,) or pred-dtype (N, C)
+    score: Optional[torch.Tensor]  # accumulation dtype (N,), with class indices
+    weight: Optional[torch.Tensor]
+    beta: float
+    activated: bool
+    reduction: str
+    avg_factor: AvgFactor
 
-    'mean' averages over all elements, or divides the sum by ``avg_factor``
-    (plus float32 eps, as mmdet's ``weight_reduce_loss`` does, so that an
-    avg_factor of 0 gives 0, not NaN). Zero elements give a mean of 0.
-    """
-    if reduction != 'mean':
-        return loss
-    if avg_factor is None:
-        return loss / max(numel, 1)
-    return loss / (avg_factor + torch.finfo(torch.float32).eps)
+
+def quality_focal_args(pred, target, score, weight, beta, activated, reduction,
+                       avg_factor) -> QualityFocalArgs:
+    """Checks and normalises the arguments of ``quality_focal_loss``."""
+    check_pred(pred)
+    target = check_labels_or_soft_target(target, pred)
+    check_reduction(reduction, avg_factor)
+    return QualityFocalArgs(pred, target, check_score(score, target, pred),
+                            check_weight(weight, pred, per_element_ok=True),
+                            check_nonnegative(beta, 'beta'), check_bool(activated, 'activated'),
+                            reduction, avg_factor)
+
+
+class VarifocalArgs(NamedTuple):
+    """Normalised arguments of ``varifocal_loss``."""
+    pred: torch.Tensor
+    target: torch.Tensor  # pred-dtype (N, C)
+    weight: Optional[torch.Tensor]
+    class_alpha: Optional[torch.Tensor]
+    alpha: Optional[float]  # when class_alpha is None
+    gamma: float
+    iou_weighted: bool
+    reduction: str
+    avg_factor: AvgFactor
+
+
+def varifocal_args(pred, target, weight, alpha, gamma, iou_weighted, reduction,
+                   avg_factor) -> VarifocalArgs:
+    """Checks and normalises the arguments of ``varifocal_loss``."""
+    check_pred(pred)
+    target = check_soft_target(target, pred)
+    if alpha is None:
+        raise TypeError('alpha must be a float in [0, 1] or a 1-D sequence of per-class floats in '
+                        '[0, 1], got None')
+    scalar_alpha, class_alpha = split_alpha(alpha, pred.size(1), pred)
+    check_reduction(reduction, avg_factor)
+    return VarifocalArgs(pred, target, check_weight(weight, pred, per_element_ok=True),
+                         class_alpha, scalar_alpha, check_nonnegative(gamma, 'gamma'),
+                         check_bool(iou_weighted, 'iou_weighted'), reduction, avg_factor)
+
+
+class GaussianFocalArgs(NamedTuple):
+    """Normalised arguments of ``gaussian_focal_loss``."""
+    pred: torch.Tensor
+    target: torch.Tensor  # pred-dtype (N, C)
+    weight: Optional[torch.Tensor]
+    alpha: float
+    gamma: float
+    pos_weight: float
+    neg_weight: float
+    logits: bool
+    reduction: str
+    avg_factor: AvgFactor
+
+
+def gaussian_focal_args(pred, target, weight, alpha, gamma, pos_weight, neg_weight, logits,
+                        reduction, avg_factor) -> GaussianFocalArgs:
+    """Checks and normalises the arguments of ``gaussian_focal_loss``."""
+    check_pred(pred)
+    target = check_soft_target(target, pred)
+    check_reduction(reduction, avg_factor)
+    return GaussianFocalArgs(pred, target, check_weight(weight, pred, per_element_ok=True),
+                             check_nonnegative(alpha, 'alpha'), check_nonnegative(gamma, 'gamma'),
+                             check_nonnegative(pos_weight, 'pos_weight'),
+                             check_nonnegative(neg_weight, 'neg_weight'),
+                             check_bool(logits, 'logits'), reduction, avg_factor)

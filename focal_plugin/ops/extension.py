@@ -4,14 +4,15 @@ from typing import Optional
 
 import torch
 
+from . import registration
+
 _load_error: Optional[BaseException] = None
 try:
     from focal_plugin import _C  # noqa: F401  (registers torch.ops.focal_plugin.*)
 except ImportError as err:  # not built: the pure-PyTorch reference takes over
     _load_error = err
 
-_OPS = ('sigmoid_focal_loss', 'sigmoid_focal_loss_with_grad', 'sigmoid_focal_loss_backward',
-        'softmax_focal_loss', 'softmax_focal_loss_backward')
+_OPS = registration.op_names()
 _warned_devices: set = set()
 
 

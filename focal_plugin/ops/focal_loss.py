@@ -1,21 +1,21 @@
-"""Fused focal loss: the public API over the ``torch.ops.focal_plugin`` custom ops.
+"""Fused focal loss (Lin et al.): the sigmoid and softmax forms over the
+``torch.ops.focal_plugin`` custom ops.
 
-The ops are declared in C++ (``TORCH_LIBRARY``) with CPU and CUDA kernels;
-this module registers their fake (meta) implementations and their autograd
-formula, so they work under ``torch.compile(fullgraph=True)``, ``opcheck``
-and autograd. Devices without a kernel fall back to the pure-PyTorch
+Devices without a kernel fall back to the pure-PyTorch
 :mod:`focal_plugin.ops.reference`, with one warning.
 """
 from typing import Optional
 
 import torch
 
-from . import arguments, extension, reference
+from . import arguments, reference
 from .arguments import AlphaLike, AvgFactor
+from .loss_op import LossOp
 
 __all__ = ['sigmoid_focal_loss', 'softmax_focal_loss']
 
-_REDUCTION_CODE = {'none': 0, 'sum': 1, 'mean': 1}
+_SIGMOID_FOCAL = LossOp('sigmoid_focal_loss', fused_grad=True)
+_SOFTMAX_FOCAL = LossOp('softmax_focal_loss', fused_grad=False)
 
 
 def sigmoid_focal_loss(pred: torch.Tensor,
@@ -64,18 +64,11 @@ def sigmoid_focal_loss(pred: torch.Tensor,
     """
     a = arguments.sigmoid_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
                                ignore_index)
-    if not extension.has_kernel(pred.device):
-        extension.warn_fallback(pred.device)
-        return reference.sigmoid_focal_loss(pred, target, weight, gamma, alpha, reduction,
-                                            avg_factor, ignore_index)
-    op_args = (a.pred, a.target, a.weight, a.class_alpha, a.gamma, a.alpha,
-               _REDUCTION_CODE[reduction], a.ignore_index)
-    if pred.requires_grad and torch.is_grad_enabled():
-        # Training: loss and derivative in one pass (see _register_with_grad).
-        loss, _ = torch.ops.focal_plugin.sigmoid_focal_loss_with_grad(*op_args)
-    else:
-        loss = torch.ops.focal_plugin.sigmoid_focal_loss(*op_args)
-    return arguments.finish_reduction(loss, reduction, avg_factor, pred.numel())
+    return _SIGMOID_FOCAL(
+        (a.pred, a.target, None, a.weight, a.class_alpha, a.ignore_index), (a.gamma, a.alpha),
+        reduction, avg_factor, pred.numel(),
+        lambda: reference.sigmoid_focal_loss(pred, target, weight, gamma, alpha, reduction,
+                                             avg_factor, ignore_index))
 
 
 def softmax_focal_loss(pred: torch.Tensor,
@@ -108,98 +101,8 @@ def softmax_focal_loss(pred: torch.Tensor,
     """
     a = arguments.softmax_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
                                ignore_index)
-    if not extension.has_kernel(pred.device):
-        extension.warn_fallback(pred.device)
-        return reference.softmax_focal_loss(pred, target, weight, gamma, alpha, reduction,
-                                            avg_factor, ignore_index)
-    loss = torch.ops.focal_plugin.softmax_focal_loss(a.pred, a.target, a.weight, a.class_alpha,
-                                                     a.gamma, a.alpha,
-                                                     _REDUCTION_CODE[reduction], a.ignore_index)
-    return arguments.finish_reduction(loss, reduction, avg_factor, pred.size(0))
-
-
-# --------------------------------------------------------------------------
-# torch.library registrations: fake tensors and autograd.
-# --------------------------------------------------------------------------
-def _register(op_name: str, loss_shape) -> None:
-    qualname = f'focal_plugin::{op_name}'
-    backward = getattr(torch.ops.focal_plugin, f'{op_name}_backward')
-
-    @torch.library.register_fake(qualname)
-    def _fake_forward(pred, target, weight, class_alpha, gamma, alpha, reduction,
-                      ignore_index):
-        if reduction == 0:
-            return pred.new_empty(loss_shape(pred))
-        return pred.new_empty((), dtype=arguments.accumulate_dtype(pred.dtype))
-
-    @torch.library.register_fake(f'{qualname}_backward')
-    def _fake_backward(grad_output, pred, target, weight, class_alpha, gamma, alpha,
-                       reduction, ignore_index):
-        return torch.empty_like(pred, memory_format=torch.contiguous_format)
-
-    def setup_context(ctx, inputs, output):
-        pred, target, weight, class_alpha, gamma, alpha, reduction, ignore_index = inputs
-        ctx.save_for_backward(pred, target, weight, class_alpha)
-        ctx.params = (gamma, alpha, reduction, ignore_index)
-
-    def backward_formula(ctx, grad_output):
-        pred, target, weight, class_alpha = ctx.saved_tensors
-        grad_pred = None
-        if ctx.needs_input_grad[0]:
-            grad_pred = backward(grad_output, pred, target, weight, class_alpha, *ctx.params)
-        return grad_pred, None, None, None, None, None, None, None
-
-    torch.library.register_autograd(qualname, backward_formula, setup_context=setup_context)
-
-
-def _register_with_grad() -> None:
-    """``sigmoid_focal_loss_with_grad`` returns (loss, d loss / d pred).
-
-    Its backward scales that derivative in place by grad_output and hands it
-    to autograd: the transcendental functions run once per element per
-    training step, and the only N x C buffer is the gradient itself. A second
-    backward through the same graph (``retain_graph=True``) finds the buffer
-    handed over and recomputes with ``sigmoid_focal_loss_backward``.
-    """
-    qualname = 'focal_plugin::sigmoid_focal_loss_with_grad'
-
-    @torch.library.register_fake(qualname)
-    def _fake(pred, target, weight, class_alpha, gamma, alpha, reduction, ignore_index):
-        grad = torch.empty_like(pred, memory_format=torch.contiguous_format)
-        if reduction == 0:
-            return pred.new_empty(pred.shape), grad
-        return pred.new_empty((), dtype=arguments.accumulate_dtype(pred.dtype)), grad
-
-    def setup_context(ctx, inputs, output):
-        pred, target, weight, class_alpha, gamma, alpha, reduction, ignore_index = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)  # else autograd builds an N x C zeros for output[1]
-        ctx.save_for_backward(pred, target, weight, class_alpha)
-        ctx.unit_grad = output[1]
-        ctx.params = (gamma, alpha, reduction, ignore_index)
-
-    def backward_formula(ctx, grad_loss, _grad_of_grad):
-        unit_grad, ctx.unit_grad = ctx.unit_grad, None
-        grad_pred = None
-        if ctx.needs_input_grad[0]:
-            if grad_loss is None:  # the loss was not used
-                grad_pred = None
-            elif unit_grad is not None and type(unit_grad) is torch.Tensor:
-                grad_pred = unit_grad.mul_(grad_loss)  # eager: hand the buffer over
-            elif unit_grad is not None:
-                # Traced (torch.compile / AOTAutograd: fake or functional tensors):
-                # out of place, and the compiler plans the buffers.
-                grad_pred = unit_grad * grad_loss
-            else:
-                pred, target, weight, class_alpha = ctx.saved_tensors
-                grad_pred = torch.ops.focal_plugin.sigmoid_focal_loss_backward(
-                    grad_loss, pred, target, weight, class_alpha, *ctx.params)
-        return grad_pred, None, None, None, None, None, None, None
-
-    torch.library.register_autograd(qualname, backward_formula, setup_context=setup_context)
-
-
-if extension.is_loaded():
-    _register('sigmoid_focal_loss', lambda pred: pred.shape)
-    _register('softmax_focal_loss', lambda pred: pred.shape[:1])
-    _register_with_grad()
+    return _SOFTMAX_FOCAL(
+        (a.pred, a.target, None, a.weight, a.class_alpha, a.ignore_index), (a.gamma, a.alpha),
+        reduction, avg_factor, pred.size(0),
+        lambda: reference.softmax_focal_loss(pred, target, weight, gamma, alpha, reduction,
+                                             avg_factor, ignore_index))

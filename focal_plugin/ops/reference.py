@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from . import arguments
 from .arguments import AlphaLike, AvgFactor
+from .loss_op import finish_reduction
 
 
 def sigmoid_focal_loss(pred: torch.Tensor,
@@ -87,20 +88,24 @@ def softmax_focal_loss(pred: torch.Tensor,
     return _reduce(loss, a, x.size(0), pred.dtype)
 
 
-def _check_label_values(labels: torch.Tensor, max_label: int, ignore_index: int,
+def _check_label_values(labels: torch.Tensor, max_label: int, ignore_index: Optional[int],
                         expected: str) -> None:
-    """Raises the CPU kernel's ValueError for a label outside 0..max_label.
+    """Raises the CPU kernel's ValueError for a label outside 0..max_label
+    (and other than ``ignore_index``, if given).
 
     The fallback may read the labels back (a device sync); under torch.compile
     the check is left out, as it would break the graph.
     """
     if torch.compiler.is_compiling() or labels.numel() == 0:
         return
-    bad = (labels != ignore_index) & ((labels < 0) | (labels > max_label))
+    bad = (labels < 0) | (labels > max_label)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
+        ignored = '' if ignore_index is None else f' or ignore_index={ignore_index}'
         raise ValueError(f'focal_plugin: target holds label {int(labels[row])} at row {row}; '
-                         f'expected {expected} 0..{max_label} or ignore_index={ignore_index}')
+                         f'expected {expected} 0..{max_label}{ignored}')
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:
@@ -116,4 +121,221 @@ def _reduce(loss: torch.Tensor, a: arguments.FocalArgs, numel: int,
             dtype: torch.dtype) -> torch.Tensor:
     if a.reduction == 'none':
         return loss.to(dtype)
-    return arguments.finish_reduction(loss.sum(), a.reduction, a.avg_factor, numel)
+    return finish_reduction(loss.sum(), a.reduction, a.avg_factor, numel)
+
+
+# --------------------------------------------------------------------------
+# The focal-loss family: quality focal, varifocal and gaussian focal loss.
+# Written from mmdet 3.3.0's formulas (gfocal_loss.py, varifocal_loss.py,
+# gaussian_focal_loss.py), in the numerically careful forms of the sigmoid
+# focal loss above.
+# --------------------------------------------------------------------------
+def _check_unit_values(values: torch.Tensor, name: str) -> None:
+    """Raises the CPU kernels' ValueError for a score or target outside [0, 1]
+    (NaN included); skipped under torch.compile, like the label check."""
+    if torch.compiler.is_compiling() or values.numel() == 0:
+        return
+    outside = ~((values >= 0) & (values <= 1))
+    if bool(outside.any()):
+        index = outside.nonzero()[0].tolist()
+        value = values[tuple(index)].item()
+        if values.dim() == 1:
+            raise ValueError(f'focal_plugin: {name} holds {value:g} at row {index[0]}; expected '
+                             'a value in [0, 1]')
+        raise ValueError(f'focal_plugin: {name} holds {value:g} at ({index[0]}, {index[1]}); '
+                         'expected values in [0, 1]')
+
+
+def _finish_family(loss: torch.Tensor, reduction: str, avg_factor: AvgFactor, count: int,
+                   dtype: torch.dtype) -> torch.Tensor:
+    if reduction == 'none':
+        return loss.to(dtype)
+    return finish_reduction(loss.sum(), reduction, avg_factor, count)
+
+
+def _weighted(loss: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    if weight is None:
+        return loss
+    return loss * (weight if weight.dim() == 2 else weight[:, None])
+
+
+def quality_focal_loss(pred: torch.Tensor,
+                       target: torch.Tensor,
+                       score: Optional[torch.Tensor] = None,
+                       weight: Optional[torch.Tensor] = None,
+                       beta: float = 2.0,
+                       activated: bool = False,
+                       reduction: str = 'mean',
+                       avg_factor: AvgFactor = None) -> torch.Tensor:
+    """Reference Quality Focal Loss (Li et al., "Generalized Focal Loss").
+
+    Per element, BCE(p, y) * |y - p|^beta, summed over the C classes of a
+    row. With class labels and scores, y is the row's score at its label's
+    column and 0 elsewhere (label C: background, all y = 0); this one formula
+    is mmdet's ``quality_focal_loss``, ``quality_focal_loss_with_prob`` and
+    ``quality_focal_loss_tensor_target`` (their negatives are the y = 0 case).
+
+    Args:
+        pred (Tensor): Logits (N, C), or probabilities if ``activated``.
+        target (Tensor): int64 labels (N,) in 0..C together with ``score``,
+            or a soft (N, C) float target in [0, 1] with ``score=None``.
+        score (Tensor, optional): Quality (e.g. IoU) score (N,) in [0, 1] of
+            each row's label. Defaults to None.
+        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
+            Defaults to None.
+        beta (float): Exponent of the modulating factor, >= 0. Defaults to 2.0.
+        activated (bool): pred holds probabilities; the BCE is then
+            ``F.binary_cross_entropy``'s, with the logs clamped at -100.
+            Defaults to False.
+        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over the N
+            rows, or divides the sum by ``avg_factor``. Defaults to 'mean'.
+        avg_factor (float | Tensor, optional): Denominator of 'mean'.
+            Defaults to None.
+
+    Returns:
+        Tensor: The per-row loss (N,) for 'none', otherwise a 0-dim tensor;
+        float32 for float16/bfloat16 inputs in both cases, since a row sums C
+        elements of up to ~1e4 (logits of ±1e4), past float16's range.
+    """
+    a = arguments.quality_focal_args(pred, target, score, weight, beta, activated, reduction,
+                                     avg_factor)
+    n, c = pred.shape
+    acc = arguments.accumulate_dtype(pred.dtype)
+    if a.score is None:
+        y = a.target.to(acc)
+        _check_unit_values(y, 'target')
+    else:
+        _check_label_values(a.target, c, None, 'a class index or the background label')
+        _check_unit_values(a.score, 'score')
+        columns = torch.arange(c, device=pred.device)
+        y = torch.where(a.target[:, None] == columns, a.score[:, None], a.score.new_zeros(()))
+    weight, beta, activated = a.weight, a.beta, a.activated
+    x = pred.to(acc)
+    if activated:
+        # mmdet's BCE on probabilities: its logs are clamped at -100 and its
+        # gradient's denominator p(1 - p) at 1e-12, so that p = 0 or 1 (a
+        # saturated sigmoid) stays finite; autograd through log would give 0/0.
+        bce = F.binary_cross_entropy(x, y, reduction='none')
+        distance = (y - x).abs()
+    else:
+        bce = y * _softplus(-x) + (1 - y) * _softplus(x)
+        # y - sigmoid(x), written so that 1 - sigmoid(x) does not cancel for y near 1.
+        distance = (y * torch.sigmoid(-x) - (1 - y) * torch.sigmoid(x)).abs()
+    loss = _weighted(bce * distance.pow(beta), weight).sum(dim=1)
+    return _finish_family(loss, reduction, avg_factor, n, acc)
+
+
+def varifocal_loss(pred: torch.Tensor,
+                   target: torch.Tensor,
+                   weight: Optional[torch.Tensor] = None,
+                   alpha: AlphaLike = 0.75,
+                   gamma: float = 2.0,
+                   iou_weighted: bool = True,
+                   reduction: str = 'mean',
+                   avg_factor: AvgFactor = None) -> torch.Tensor:
+    """Reference Varifocal Loss (Zhang et al., "VarifocalNet").
+
+    Per element, BCE(p, y) times y (or 1 if not ``iou_weighted``) where
+    y > 0, and times alpha p^gamma where y = 0. As in mmdet, the gradient
+    flows through p in the modulating factor too.
+
+    Args:
+        pred (Tensor): Logits (N, C).
+        target (Tensor): IoU-aware classification score (N, C) in [0, 1].
+        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
+            Defaults to None.
+        alpha (float | Sequence[float] | Tensor): Balance of the negatives: a
+            float in [0, 1] (mmdet's), or one value in [0, 1] per class.
+            Defaults to 0.75.
+        gamma (float): Exponent of the negatives' modulating factor, >= 0.
+            Defaults to 2.0.
+        iou_weighted (bool): Weight the positives by their target score.
+            Defaults to True.
+        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over all
+            N*C elements, or divides the sum by ``avg_factor``. Defaults to
+            'mean'.
+        avg_factor (float | Tensor, optional): Denominator of 'mean'.
+            Defaults to None.
+
+    Returns:
+        Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
+        a 0-dim tensor (float32 for float16/bfloat16 inputs).
+    """
+    a = arguments.varifocal_args(pred, target, weight, alpha, gamma, iou_weighted, reduction,
+                                 avg_factor)
+    n, c = pred.shape
+    y = a.target.to(arguments.accumulate_dtype(pred.dtype))
+    _check_unit_values(y, 'target')
+    weight, scalar_alpha, class_alpha, gamma = a.weight, a.alpha, a.class_alpha, a.gamma
+    iou_weighted = a.iou_weighted
+    x = pred.to(y.dtype)
+    bce = y * _softplus(-x) + (1 - y) * _softplus(x)
+    negative_balance = class_alpha if class_alpha is not None else scalar_alpha
+    # |p - y|^gamma at y = 0 is p^gamma, taken as exp(gamma log p): finite with a
+    # finite gradient where p underflows to 0 (p^gamma's is inf * 0 for gamma < 1).
+    negative_factor = negative_balance * torch.exp(gamma * F.logsigmoid(x))
+    positive_factor = y if iou_weighted else torch.ones_like(y)
+    loss = bce * torch.where(y > 0, positive_factor, negative_factor)
+    return _finish_family(_weighted(loss, weight), reduction, avg_factor, n * c, pred.dtype)
+
+
+def gaussian_focal_loss(pred: torch.Tensor,
+                        target: torch.Tensor,
+                        weight: Optional[torch.Tensor] = None,
+                        alpha: float = 2.0,
+                        gamma: float = 4.0,
+                        pos_weight: float = 1.0,
+                        neg_weight: float = 1.0,
+                        logits: bool = False,
+                        reduction: str = 'mean',
+                        avg_factor: AvgFactor = None) -> torch.Tensor:
+    """Reference gaussian focal loss (CornerNet, CenterNet).
+
+    Per element, ``pos_weight * [y == 1] * -log(p) (1 - p)^alpha +
+    neg_weight * -log(1 - p) p^alpha (1 - y)^gamma`` on a gaussian heatmap y.
+
+    Args:
+        pred (Tensor): Probabilities (N, C), as CenterNet's head passes them
+            (the logs take mmdet's eps of 1e-12); logits if ``logits``.
+        target (Tensor): Gaussian heatmap (N, C), normally in [0, 1]; the
+            positives are the elements equal to 1.
+        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
+            Defaults to None.
+        alpha (float): Exponent of the prediction's modulating factor, >= 0.
+            Defaults to 2.0.
+        gamma (float): Exponent of the negatives' (1 - y) factor, >= 0.
+            Defaults to 4.0.
+        pos_weight (float): Factor of the positive part, >= 0. Defaults to 1.0.
+        neg_weight (float): Factor of the negative part, >= 0. Defaults to 1.0.
+        logits (bool): pred holds logits: the logs are log-sigmoids, without
+            eps, finite for every logit. Defaults to False.
+        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over all
+            N*C elements, or divides the sum by ``avg_factor``. Defaults to
+            'mean'.
+        avg_factor (float | Tensor, optional): Denominator of 'mean'.
+            Defaults to None.
+
+    Returns:
+        Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
+        a 0-dim tensor (float32 for float16/bfloat16 inputs).
+    """
+    a = arguments.gaussian_focal_args(pred, target, weight, alpha, gamma, pos_weight, neg_weight,
+                                      logits, reduction, avg_factor)
+    n, c = pred.shape
+    # Any heatmap value follows the formula, as in mmdet (see the fused op).
+    y = a.target.to(arguments.accumulate_dtype(pred.dtype))
+    weight, alpha, gamma, logits = a.weight, a.alpha, a.gamma, a.logits
+    pos_weight, neg_weight = a.pos_weight, a.neg_weight
+    x = pred.to(y.dtype)
+    if logits:
+        log_p, log_1mp = F.logsigmoid(x), F.logsigmoid(-x)
+        # p^alpha as exp(alpha log p): no underflow to 0 ** (alpha - 1) in the gradient.
+        p_alpha, one_minus_p_alpha = torch.exp(alpha * log_p), torch.exp(alpha * log_1mp)
+    else:
+        eps = 1e-12  # mmdet's, so that p = 0 or 1 gives a finite loss
+        log_p, log_1mp = torch.log(x + eps), torch.log(1 - x + eps)
+        p_alpha, one_minus_p_alpha = x.pow(alpha), (1 - x).pow(alpha)
+    pos_loss = -log_p * one_minus_p_alpha * (y == 1)
+    neg_loss = -log_1mp * p_alpha * (1 - y).pow(gamma)
+    loss = pos_weight * pos_loss + neg_weight * neg_loss
+    return _finish_family(_weighted(loss, weight), reduction, avg_factor, n * c, pred.dtype)

@@ -97,13 +97,19 @@ def test_tensors_on_different_devices():
 
 def test_direct_op_calls_are_checked_in_cpp():
     pred, labels = make_inputs(4, 3)
-    with pytest.raises(ValueError, match='reduction must be 0'):
-        OPS.sigmoid_focal_loss(pred, labels, None, None, 2.0, 0.25, 5, -1)
+    with pytest.raises(ValueError, match='score is only taken with class-index targets of a '
+                       'loss that has scores'):
+        OPS.sigmoid_focal_loss(pred, labels, torch.ones(4), None, None, -1, 2.0, 0.25, True)
     with pytest.raises(TypeError, match='weight must have dtype Float'):
-        OPS.sigmoid_focal_loss(pred, labels, torch.ones(4, dtype=torch.float64), None, 2.0,
-                               0.25, 0, -1)
-    with pytest.raises(ValueError, match='gamma must be >= 0'):
-        OPS.softmax_focal_loss(pred, labels.clamp(max=2), None, None, -1.0, None, 0, -1)
+        OPS.sigmoid_focal_loss(pred, labels, None, torch.ones(4, dtype=torch.float64), None, -1,
+                               2.0, 0.25, False)
+    with pytest.raises(ValueError, match='gamma must be a finite number >= 0'):
+        OPS.softmax_focal_loss(pred, labels.clamp(max=2), None, None, None, -1, -1.0, None,
+                               False)
+    with pytest.raises(ValueError, match='alpha must be in'):
+        OPS.sigmoid_focal_loss(pred, labels, None, None, None, -1, 2.0, 1.5, False)
+    with pytest.raises(ValueError, match='takes no class_alpha'):
+        OPS.quality_focal_loss(pred, labels, None, None, torch.ones(3), -1, 2.0, False, True)
 
 
 @pytest.mark.parametrize('fn,reduction', [(sigmoid_focal_loss, 'mean'),

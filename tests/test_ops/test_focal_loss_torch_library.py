@@ -14,20 +14,25 @@ def test_extension_is_built_and_serves_cpu():
     assert has_kernel(torch.device('cpu'))
 
 
+def _op_args(pred, target, weight, class_alpha, gamma, alpha, reduce_sum, ignore_index=-1):
+    """The focal ops' positional arguments (the focal losses take no score)."""
+    return (pred, target, None, weight, class_alpha, ignore_index, gamma, alpha, reduce_sum)
+
+
 def _sigmoid_samples():
     pred, labels = make_inputs(37, 11, ignore_index=-1)
     soft = torch.rand(37, 11)
     w_row, w_elem = torch.rand(37), torch.rand(37, 11)
     ca = torch.rand(11)
     samples = []
-    for reduction in (0, 1):
+    for reduce_sum in (False, True):
         samples += [
-            (pred.clone().requires_grad_(), labels, None, None, 2.0, 0.25, reduction, -1),
-            (pred.clone().requires_grad_(), soft, w_elem, None, 1.5, None, reduction, -1),
-            (pred.clone().requires_grad_(), labels, w_row, ca, 0.0, None, reduction, -1),
-            (pred.double().requires_grad_(), labels, w_row.double(), None, 3.0, 0.5, reduction,
-             -1),
-            (pred.half(), labels, None, None, 2.0, 0.25, reduction, -1),
+            _op_args(pred.clone().requires_grad_(), labels, None, None, 2.0, 0.25, reduce_sum),
+            _op_args(pred.clone().requires_grad_(), soft, w_elem, None, 1.5, None, reduce_sum),
+            _op_args(pred.clone().requires_grad_(), labels, w_row, ca, 0.0, None, reduce_sum),
+            _op_args(pred.double().requires_grad_(), labels, w_row.double(), None, 3.0, 0.5,
+                     reduce_sum),
+            _op_args(pred.half(), labels, None, None, 2.0, 0.25, reduce_sum),
         ]
     return samples
 
@@ -35,12 +40,12 @@ def _sigmoid_samples():
 def _softmax_samples():
     pred, labels = make_inputs(29, 9, background=False, ignore_index=-1)
     samples = []
-    for reduction in (0, 1):
+    for reduce_sum in (False, True):
         samples += [
-            (pred.clone().requires_grad_(), labels, None, None, 2.0, None, reduction, -1),
-            (pred.clone().requires_grad_(), labels, torch.rand(29), torch.rand(9), 0.5, None,
-             reduction, -1),
-            (pred.bfloat16(), labels, None, None, 1.0, 0.25, reduction, -1),
+            _op_args(pred.clone().requires_grad_(), labels, None, None, 2.0, None, reduce_sum),
+            _op_args(pred.clone().requires_grad_(), labels, torch.rand(29), torch.rand(9), 0.5,
+                     None, reduce_sum),
+            _op_args(pred.bfloat16(), labels, None, None, 1.0, 0.25, reduce_sum),
         ]
     return samples
 
@@ -57,18 +62,18 @@ def test_opcheck_softmax(args):
 
 @pytest.mark.parametrize('args', _sigmoid_samples())
 def test_opcheck_sigmoid_with_grad(args):
-    torch.library.opcheck(OPS.sigmoid_focal_loss_with_grad.default, args)
+    torch.library.opcheck(OPS._sigmoid_focal_loss_with_grad.default, args)
 
 
 def test_training_path_hands_over_the_fused_gradient():
     pred, labels = make_inputs(50, 7)
     x = pred.clone().requires_grad_(True)
     loss = sigmoid_focal_loss(x, labels, reduction='sum')
-    assert loss.grad_fn.name().startswith('GeneratedBackwardFor_focal_plugin_sigmoid_focal_loss_'
-                                          'with_grad')
+    assert loss.grad_fn.name().startswith('GeneratedBackwardFor_focal_plugin__sigmoid_focal_'
+                                          'loss_with_grad')
     loss.backward()
-    expected = OPS.sigmoid_focal_loss_backward(torch.tensor(1.0), pred, labels, None, None, 2.0,
-                                               0.25, 1, -1)
+    expected = OPS._sigmoid_focal_loss_backward(torch.tensor(1.0),
+                                                *_op_args(pred, labels, None, None, 2.0, 0.25, True))
     torch.testing.assert_close(x.grad, expected)
 
 
@@ -96,11 +101,11 @@ def test_no_grad_path_uses_loss_only_op():
 
 def test_opcheck_backward_ops():
     pred, labels = make_inputs(16, 5)
-    torch.library.opcheck(OPS.sigmoid_focal_loss_backward.default,
-                          (torch.rand(16, 5), pred, labels, None, None, 2.0, 0.25, 0, -1))
+    torch.library.opcheck(OPS._sigmoid_focal_loss_backward.default,
+                          (torch.rand(16, 5), *_op_args(pred, labels, None, None, 2.0, 0.25, False)))
     labels = labels.clamp(max=4)
-    torch.library.opcheck(OPS.softmax_focal_loss_backward.default,
-                          (torch.tensor(0.5), pred, labels, None, None, 2.0, None, 1, -1))
+    torch.library.opcheck(OPS._softmax_focal_loss_backward.default,
+                          (torch.tensor(0.5), *_op_args(pred, labels, None, None, 2.0, None, True)))
 
 
 @pytest.mark.parametrize('gamma', [0.0, 0.7, 2.0])

@@ -29,7 +29,6 @@ struct VectorizedOps {
   }
   static Value expm1(const Value& x) { return x.expm1(); }
   static Value log(const Value& x) { return x.log(); }
-  static Value log1p(const Value& x) { return x.log1p(); }
   static Value log1p_unit(const Value& x) {
     if constexpr (std::is_same_v<T, float>) {
       return log1p_unit_float(x);
@@ -41,6 +40,7 @@ struct VectorizedOps {
   static Value max(const Value& a, const Value& b) { return at::vec::maximum(a, b); }
   static Mask nonneg(const Value& x) { return x >= Value(T(0)); }
   static Mask greater(const Value& a, const Value& b) { return a > b; }
+  static Mask equal(const Value& a, const Value& b) { return a == b; }
   // blendv(a, b, mask) takes b where mask is set.
   static Value select(const Mask& m, const Value& a, const Value& b) {
     return Value::blendv(b, a, m);

@@ -1,4 +1,11 @@
 """Losses, registered in mmengine's root ``MODELS`` (needs only torch and mmengine)."""
 from .fused_focal_loss import FusedFocalLoss
+from .fused_gaussian_focal_loss import FusedGaussianFocalLoss
+from .fused_quality_focal_loss import FusedQualityFocalLoss
+from .fused_varifocal_loss import FusedVarifocalLoss
+from .utils import InvalidReductionError
 
-__all__ = ['FusedFocalLoss']
+__all__ = [
+    'FusedFocalLoss', 'FusedQualityFocalLoss', 'FusedVarifocalLoss', 'FusedGaussianFocalLoss',
+    'InvalidReductionError'
+]

@@ -6,7 +6,6 @@ mmseg, mmpretrain), so each of them finds ``type='FusedFocalLoss'`` through
 its registry's parent chain. This module imports only torch, mmengine and
 focal_plugin's op: the loss needs neither mmdet nor mmcv.
 """
-import inspect
 import math
 import numbers
 from typing import Callable, Optional, Sequence, Tuple
@@ -16,8 +15,9 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from ...ops import sigmoid_focal_loss, softmax_focal_loss
-from ...ops.arguments import (REDUCTIONS, AlphaLike, AvgFactor, check_gamma,
-                              parse_alpha)
+from ...ops.arguments import AlphaLike, AvgFactor, check_gamma
+from .utils import (check_alpha, check_bool, check_loss_weight, check_reduction,
+                    reject_unknown_arguments, resolve_reduction)
 
 
 @MODELS.register_module()
@@ -95,21 +95,16 @@ class FusedFocalLoss(nn.Module):
                  loss_name: str = 'loss_focal',
                  **kwargs) -> None:
         super().__init__()
-        if kwargs:
-            # A misspelt argument in a config must not be dropped silently.
-            raise TypeError(f'FusedFocalLoss got unexpected keyword argument(s) '
-                            f'{sorted(kwargs)}; accepted arguments are {_accepted_arguments()}')
-        self.use_sigmoid = _check_bool(use_sigmoid, 'use_sigmoid')
-        self.activated = _check_bool(activated, 'activated')
+        reject_unknown_arguments(type(self), kwargs)
+        self.use_sigmoid = check_bool(use_sigmoid, 'use_sigmoid')
+        self.activated = check_bool(activated, 'activated')
         if self.activated and not self.use_sigmoid:
             raise ValueError('activated=True (inputs are sigmoid probabilities) needs '
                              'use_sigmoid=True; use_sigmoid=False takes logits only, '
                              'so set activated=False or use_sigmoid=True')
         self.gamma = check_gamma(gamma)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
-        self.reduction = reduction
-        self.loss_weight = _check_loss_weight(loss_weight)
+        self.reduction = check_reduction(reduction)
+        self.loss_weight = check_loss_weight(loss_weight)
         self.ignore_index = None if ignore_index is None else _check_ignore_index(ignore_index)
         if class_axis not in (None, 1, -1) or isinstance(class_axis, bool):
             raise ValueError(f'class_axis must be None (found from the shapes), 1 or -1, '
@@ -122,7 +117,7 @@ class FusedFocalLoss(nn.Module):
             raise ValueError('class_weight needs use_sigmoid=True (mmseg\'s sigmoid FocalLoss '
                              'contract); with use_sigmoid=False use a per-class alpha')
         self.class_weight, class_weight_values = _check_class_weight(class_weight)
-        self.alpha, class_alpha = _check_alpha(alpha)
+        self.alpha, class_alpha = check_alpha(alpha)
         # A buffer follows the module to the GPU; not persistent, so checkpoints
         # stay interchangeable with mmdet's FocalLoss (which has no state).
         self.register_buffer('class_alpha', class_alpha, persistent=False)
@@ -169,10 +164,7 @@ class FusedFocalLoss(nn.Module):
             or pred's shape without the class axis (softmax) for 'none'; 0-d
             otherwise.
         """
-        if reduction_override not in (None, ) + REDUCTIONS:
-            raise ValueError(f'reduction_override must be one of {(None, ) + REDUCTIONS}, '
-                             f'got {reduction_override!r}')
-        reduction = reduction_override if reduction_override else self.reduction
+        reduction = resolve_reduction(reduction_override, self.reduction)
         if not isinstance(pred, torch.Tensor) or not pred.is_floating_point():
             raise TypeError('pred must be a floating-point tensor, got '
                             f'{getattr(pred, "dtype", type(pred).__name__)}')
@@ -354,18 +346,6 @@ def _class_last_to_second(loss: torch.Tensor) -> torch.Tensor:
     return loss.movedim(-1, 1)
 
 
-def _accepted_arguments() -> Tuple[str, ...]:
-    params = inspect.signature(FusedFocalLoss.__init__).parameters.values()
-    return tuple(p.name for p in params
-                 if p.name != 'self' and p.kind is not inspect.Parameter.VAR_KEYWORD)
-
-
-def _check_bool(value: bool, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f'{name} must be True or False, got {value!r}')
-    return value
-
-
 def _check_ignore_index(ignore_index: int) -> int:
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f'ignore_index must be an int, got {ignore_index!r}')
@@ -389,25 +369,3 @@ def _check_class_weight(
     if not all(math.isfinite(w) and w >= 0 for w in values):
         raise ValueError(f'class_weight must hold finite numbers >= 0, got {list(values)}')
     return values, torch.tensor(values, dtype=torch.float64)
-
-
-def _check_loss_weight(loss_weight: float) -> float:
-    if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real):
-        raise TypeError(f'loss_weight must be a real number >= 0, got {loss_weight!r}')
-    loss_weight = float(loss_weight)
-    if not math.isfinite(loss_weight) or loss_weight < 0:
-        raise ValueError(f'loss_weight must be a finite number >= 0, got {loss_weight!r}')
-    return loss_weight
-
-
-def _check_alpha(alpha: AlphaLike) -> Tuple[Optional[float], Optional[torch.Tensor]]:
-    """Returns (scalar alpha, None) or (None, per-class alpha as a float64 tensor).
-
-    Per-class values are checked here, once, so that the op need not read a
-    device tensor back at every call; their length is checked against the
-    number of classes C at forward time, when C is known.
-    """
-    scalar, values = parse_alpha(alpha, check_device_values=True)
-    if values is not None:
-        values = values.to('cpu', torch.float64)
-    return scalar, values

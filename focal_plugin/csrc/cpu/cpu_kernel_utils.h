@@ -1,0 +1,129 @@
+// Building blocks of the CPU kernels: lane loads/stores in any dtype, the
+// deterministic chunked reduction, and the label and score checks.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../focal_loss_inputs.h"
+
+namespace focal_plugin {
+namespace cpu {
+
+using at::vec::Vectorized;
+
+// Rows are grouped into chunks of about this many elements: the unit of
+// parallel work and of the deterministic reduction.
+constexpr int64_t kChunkElements = 16384;
+
+inline int64_t rows_per_chunk(int64_t num_classes) {
+  return std::max<int64_t>(1, kChunkElements / num_classes);
+}
+
+// Loads / stores n <= Vectorized<acc_t>::size() values of scalar_t as acc_t
+// lanes; half and bfloat16 are widened to float. Missing lanes read as zero.
+template <typename scalar_t, typename acc_t>
+struct Lanes {
+  using Vec = Vectorized<acc_t>;
+  // Whole vectors of half/bfloat16 convert in registers: at::vec::convert
+  // would take its scalar tail loop for fewer than 2 * Vec::size() values,
+  // which made the reduced-precision kernels 2.5x slower than float32.
+  static Vec load(const scalar_t* p, int64_t n) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      return Vec::loadu(p, n);
+    } else {
+      if (n == Vec::size()) {
+        Vec v;
+        at::vec::load_to_float<scalar_t>(p, v);
+        return v;
+      }
+      acc_t buf[Vec::size()];
+      at::vec::convert(p, buf, n);
+      return Vec::loadu(buf, n);
+    }
+  }
+  static void store(const Vec& v, scalar_t* p, int64_t n) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      v.store(p, n);
+    } else {
+      // One reduced vector holds two float vectors; the second half is unused.
+      at::vec::convert_from_float<scalar_t>(v, v).store(p, n);
+    }
+  }
+  // Sum of the lanes, in lane order, in double.
+  static double sum(const Vec& v) {
+    acc_t buf[Vec::size()];
+    v.store(buf);
+    double total = 0;
+    for (int64_t k = 0; k < Vec::size(); ++k) total += buf[k];
+    return total;
+  }
+  // Whether any lane of a comparison mask is set.
+  static bool any(const Vec& mask) {
+    return mask.zero_mask() != (1 << Vec::size()) - 1;
+  }
+};
+
+// Deterministic parallel sum over rows: rows are cut into fixed chunks,
+// row_sum(i) is added in row order within a chunk, and the chunk totals in
+// chunk order, so the result does not depend on the thread count.
+template <typename RowSum>
+double chunked_sum(int64_t rows, int64_t chunk_rows, const RowSum& row_sum) {
+  const int64_t num_chunks = (rows + chunk_rows - 1) / chunk_rows;
+  std::vector<double> partial(num_chunks, 0.0);
+  at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      double total = 0;
+      const int64_t row_end = std::min(rows, (chunk + 1) * chunk_rows);
+      for (int64_t i = chunk * chunk_rows; i < row_end; ++i) total += row_sum(i);
+      partial[chunk] = total;
+    }
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+// CPU labels and scores are validated before any arithmetic, so a bad one is
+// a clear ValueError naming it, never a silent wrong loss. Labels 0..C are
+// valid for the elementwise members (C: background), 0..C-1 for the row-wise.
+template <typename Loss>
+void check_label_targets(const Inputs& in) {
+  if (!in.has_labels()) return;
+  const int64_t max_label = Loss::kElementwise ? in.classes() : in.classes() - 1;
+  const char* expected =
+      Loss::kElementwise ? "a class index or the background label" : "a class index";
+  const int64_t* labels = in.target.data_ptr<int64_t>();
+  for (int64_t i = 0; i < in.rows(); ++i) {
+    const int64_t l = labels[i];
+    if (l == in.ignore_index || (l >= 0 && l <= max_label)) continue;
+    if (in.ignore_index == std::numeric_limits<int64_t>::min()) {
+      TORCH_CHECK_VALUE(false, "focal_plugin.", Loss::kName, ": target holds label ", l,
+                        " at row ", i, "; expected ", expected, " 0..", max_label);
+    }
+    TORCH_CHECK_VALUE(false, "focal_plugin.", Loss::kName, ": target holds label ", l,
+                      " at row ", i, "; expected ", expected, " 0..", max_label,
+                      " or ignore_index=", in.ignore_index);
+  }
+  if (!in.score) return;
+  AT_DISPATCH_FLOATING_TYPES(in.score->scalar_type(), "check_scores", [&] {
+    const scalar_t* score = in.score->data_ptr<scalar_t>();
+    for (int64_t i = 0; i < in.rows(); ++i) {
+      TORCH_CHECK_VALUE(score[i] >= 0 && score[i] <= 1, "focal_plugin.", Loss::kName,
+                        ": score holds ", score[i], " at row ", i,
+                        "; expected a value in [0, 1]");
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace focal_plugin

@@ -1,0 +1,214 @@
+// CPU kernels of the elementwise members of the family (sigmoid focal,
+// quality focal, varifocal, gaussian focal): one driver, generic over the
+// member's math functor. Vectorised with at::vec::Vectorized, parallel with
+// at::parallel_for, and deterministic: reductions use a fixed chunking of
+// rows, each chunk summed in order, chunks combined in order, so 1 and N
+// threads give bitwise-identical results.
+//
+// Memory: no N x C temporaries; the only N x C buffers are the outputs (the
+// per-element loss for 'none', the gradient), taken from output_buffer_cache.h
+// so that their pages are not faulted in afresh every training step.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <tuple>
+
+#include "../focal_loss_ops.h"
+#include "cpu_kernel_utils.h"
+#include "output_buffer_cache.h"
+#include "vectorized_ops.h"
+
+namespace focal_plugin {
+namespace cpu {
+namespace {
+
+// Evaluates row i and hands each group of lanes to sink(offset, n, loss, grad).
+// Ignored rows are handed zeros (even for NaN logits: they are not part of
+// the loss). Soft targets outside [0, 1] set lanes of `bad_target` where
+// the member requires [0, 1].
+template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t, typename acc_t,
+          typename Params, typename Sink>
+inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
+                          Vectorized<acc_t>& bad_target, Sink&& sink) {
+  using Vec = Vectorized<acc_t>;
+  using IO = Lanes<scalar_t, acc_t>;
+  using Ops = math::VectorizedOps<acc_t>;
+  constexpr int64_t kLanes = Vec::size();
+  const int64_t C = a.classes;
+  const int64_t row_offset = i * C;
+  const Vec zero(acc_t(0)), one(acc_t(1));
+
+  const int64_t label = a.labels != nullptr ? a.labels[i] : -1;
+  if (a.labels != nullptr && label == a.ignore_index) {
+    for (int64_t j = 0; j < C; j += kLanes) sink(row_offset + j, std::min(kLanes, C - j), zero, zero);
+    return;
+  }
+  const acc_t row_weight = (a.weight != nullptr && !a.weight_per_element) ? a.weight[i] : acc_t(1);
+  const Vec label_value = a.label_score != nullptr ? Vec(a.label_score[i]) : one;
+  alignas(64) acc_t lane_index[kLanes];
+  for (int64_t k = 0; k < kLanes; ++k) lane_index[k] = static_cast<acc_t>(k);
+  const Vec iota = Vec::loadu(lane_index);
+
+  for (int64_t j = 0; j < C; j += kLanes) {
+    const int64_t n = std::min(kLanes, C - j);
+    const Vec x = IO::load(a.pred + row_offset + j, n);
+    Vec y;
+    if (a.labels != nullptr) {
+      // The label is compared as a lane offset below kLanes, which every float
+      // type holds exactly (a float label would round for C > 2^24).
+      const int64_t label_lane = label - j;
+      y = (label_lane >= 0 && label_lane < kLanes)
+              ? Vec::blendv(zero, label_value, iota == Vec(static_cast<acc_t>(label_lane)))
+              : zero;
+    } else {
+      y = IO::load(a.soft_target + row_offset + j, n);
+      if (Loss::kTargetsInUnitRange) bad_target = bad_target | (y < zero) | (y > one);
+    }
+    Vec w(row_weight);
+    if (a.weight_per_element) w = w * Vec::loadu(a.weight + row_offset + j, n);
+    Vec alpha;
+    if (a.class_alpha != nullptr) alpha = Vec::loadu(a.class_alpha + j, n);
+    Vec loss, grad;
+    Loss::Math::template eval<Ops, kLoss, kGrad, kBinary>(
+        a.params, x, y, w, a.class_alpha != nullptr ? &alpha : nullptr, &loss, &grad);
+    sink(row_offset + j, n, loss, grad);
+  }
+}
+
+// Raises the ValueError for the first soft target outside [0, 1].
+template <typename Loss, typename scalar_t, typename acc_t, typename Params>
+[[noreturn]] void report_bad_target(const LossArgs<scalar_t, acc_t, Params>& a) {
+  for (int64_t k = 0; k < a.rows * a.classes; ++k) {
+    const acc_t y = static_cast<acc_t>(a.soft_target[k]);
+    if (y < 0 || y > 1) {
+      TORCH_CHECK_VALUE(false, "focal_plugin.", Loss::kName, ": target holds ", y, " at (",
+                        k / a.classes, ", ", k % a.classes, "); expected values in [0, 1]");
+    }
+  }
+  TORCH_INTERNAL_ASSERT(false, "a target outside [0, 1] was flagged but not found");
+}
+
+// The one driver of every elementwise kernel. Per element it writes
+//   the loss to loss_out ('none'), or adds it to the returned sum when
+//   loss_out is null (kLoss);
+//   the derivative to grad_out, times grad_output: go_element (per element,
+//   'none') or go_scale (kGrad).
+template <typename Loss, bool kLoss, bool kGrad, typename scalar_t, typename acc_t,
+          typename Params>
+double run(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_out, scalar_t* grad_out,
+           const scalar_t* go_element, acc_t go_scale) {
+  using Vec = Vectorized<acc_t>;
+  using IO = Lanes<scalar_t, acc_t>;
+  std::atomic<bool> bad_target{false};
+  const double total = chunked_sum(a.rows, rows_per_chunk(a.classes), [&](int64_t i) {
+    Vec row_sum(acc_t(0)), bad(acc_t(0));
+    auto sink = [&](int64_t off, int64_t n, const Vec& loss, const Vec& grad) {
+      if (kGrad) {
+        Vec g = grad;
+        if (go_element != nullptr) {
+          g = g * IO::load(go_element + off, n);
+        } else if (go_scale != acc_t(1)) {
+          g = g * Vec(go_scale);
+        }
+        IO::store(g, grad_out + off, n);
+      }
+      if (kLoss) {
+        if (loss_out != nullptr) {
+          IO::store(loss, loss_out + off, n);
+        } else {
+          row_sum = row_sum + Vec::set(Vec(acc_t(0)), loss, n);
+        }
+      }
+    };
+    // 0/1 targets (labels without scores) let the functor skip a division.
+    if (a.labels != nullptr && a.label_score == nullptr) {
+      eval_row<Loss, kLoss, kGrad, true>(a, i, bad, sink);
+    } else {
+      eval_row<Loss, kLoss, kGrad, false>(a, i, bad, sink);
+    }
+    if (a.soft_target != nullptr && IO::any(bad)) bad_target.store(true, std::memory_order_relaxed);
+    return (kLoss && loss_out == nullptr) ? IO::sum(row_sum) : 0.0;
+  });
+  if (bad_target.load()) report_bad_target<Loss>(a);
+  return total;
+}
+
+at::Tensor empty_sum(const Inputs& in) {
+  return at::empty({}, in.pred.options().dtype(accumulate_type(in.pred.scalar_type())));
+}
+
+// The CPU backend of focal_loss_ops.h for the elementwise members.
+struct CpuElementwise {
+  static constexpr bool kElementwise = true;
+
+  template <typename Loss, typename Scalars>
+  static at::Tensor forward(const Inputs& in, const Scalars& scalars) {
+    check_label_targets<Loss>(in);
+    at::Tensor out = in.sum ? empty_sum(in) : empty_output(in.pred.sizes(), in.pred.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.pred.scalar_type(), Loss::kName, [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto a = make_args<Loss, scalar_t, acc_t>(in, scalars);
+      scalar_t* loss_out = in.sum ? nullptr : out.data_ptr<scalar_t>();
+      const double total =
+          run<Loss, true, false>(a, loss_out, static_cast<scalar_t*>(nullptr),
+                                 static_cast<const scalar_t*>(nullptr), acc_t(1));
+      if (in.sum) out.fill_(total);
+    });
+    return out;
+  }
+
+  // Training path: the loss and its per-element derivative in one pass, so the
+  // transcendental functions run once per element instead of twice.
+  template <typename Loss, typename Scalars>
+  static std::tuple<at::Tensor, at::Tensor> with_grad(const Inputs& in, const Scalars& scalars) {
+    check_label_targets<Loss>(in);
+    at::Tensor loss = in.sum ? empty_sum(in) : empty_output(in.pred.sizes(), in.pred.options());
+    at::Tensor grad = empty_output(in.pred.sizes(), in.pred.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.pred.scalar_type(), Loss::kName, [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto a = make_args<Loss, scalar_t, acc_t>(in, scalars);
+      scalar_t* loss_out = in.sum ? nullptr : loss.data_ptr<scalar_t>();
+      const double total = run<Loss, true, true>(a, loss_out, grad.data_ptr<scalar_t>(),
+                                                 static_cast<const scalar_t*>(nullptr), acc_t(1));
+      if (in.sum) loss.fill_(total);
+    });
+    return {loss, grad};
+  }
+
+  template <typename Loss, typename Scalars>
+  static at::Tensor backward(const at::Tensor& grad_output, const Inputs& in,
+                             const Scalars& scalars) {
+    check_label_targets<Loss>(in);
+    at::Tensor grad_input = empty_output(in.pred.sizes(), in.pred.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.pred.scalar_type(), Loss::kName, [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto a = make_args<Loss, scalar_t, acc_t>(in, scalars);
+      // grad_output is per element ('none') or one scalar ('sum', read on the
+      // host: a CPU tensor, so no device synchronisation).
+      at::Tensor go;
+      const scalar_t* go_element = nullptr;
+      acc_t go_scale = 1;
+      if (in.sum) {
+        go_scale = static_cast<acc_t>(grad_output.item<double>());
+      } else {
+        go = grad_output.to(in.pred.scalar_type()).contiguous();
+        go_element = go.data_ptr<scalar_t>();
+      }
+      run<Loss, false, true>(a, static_cast<scalar_t*>(nullptr), grad_input.data_ptr<scalar_t>(),
+                             go_element, go_scale);
+    });
+    return grad_input;
+  }
+};
+
+}  // namespace
+}  // namespace cpu
+
+TORCH_LIBRARY_IMPL(focal_plugin, CPU, m) {
+  impl_family<cpu::CpuElementwise>(m);
+}
+
+}  // namespace focal_plugin
