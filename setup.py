@@ -14,6 +14,12 @@ Environment:
 
 Build with ``pip install --no-build-isolation -e .`` so that the extension is
 compiled against the torch already installed (``tools/setup_env.sh`` does it).
+
+Requirements: ``install_requires`` is what the package needs at runtime
+(``requirements/runtime.txt``: torch and mmengine); mmdet, mmcv and
+mmsegmentation are the extras ``mmdet`` and ``mmseg``. The exact versions of
+this project's own environment live in ``requirements/build.txt`` and
+``requirements/mminstall.txt`` and never reach the package's metadata.
 """
 import glob
 import os
@@ -116,8 +122,9 @@ def main() -> None:
         include_package_data=True,
         install_requires=parse_requirements('runtime.txt'),
         extras_require={
+            'mmdet': parse_requirements('mmdet.txt'),
+            'mmseg': parse_requirements('mmseg.txt'),
             'tests': parse_requirements('tests.txt'),
-            'mim': parse_requirements('mminstall.txt'),
         },
         ext_modules=make_extensions(),
         cmdclass={'build_ext': BuildExtension.with_options(use_ninja=True)},

@@ -16,8 +16,22 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FOCAL_PLUGIN_VENV:-$ROOT/.venv}"
 PY_BOOT="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-TORCH_VERSION=2.13.0
-MMCV_VERSION=2.1.0
+REQ="$ROOT/requirements"
+
+# The version pinned as `NAME==VERSION` in one requirements file: every pinned
+# version is written once, in requirements/*.txt, and read from there.
+pinned() {
+    local version
+    version=$(sed -n "s/^$1==\([^ #;]*\).*/\1/p" "$REQ/$2")
+    [ -n "$version" ] || { echo "no $1==VERSION line in requirements/$2" >&2; exit 1; }
+    echo "$version"
+}
+TORCH_VERSION=$(pinned torch build.txt)
+MMCV_VERSION=$(pinned mmcv mminstall.txt)
+# The rest of the pinned OpenMMLab stack (mmengine, mmdet, mmsegmentation): every
+# requirement of mminstall.txt but mmcv, which is built from source below.
+mapfile -t MM_PINNED < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^mmcv==/d' -e '/^$/d' \
+    "$REQ/mminstall.txt")
 
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
@@ -35,15 +49,15 @@ EOF
 
 # A stamp keyed by the content of every requirement file lets the common case
 # (nothing changed) skip pip entirely.
-req_hash=$(cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" | sha256sum | cut -c1-16)
+req_hash=$(cat "$REQ"/*.txt "$ROOT/setup.py" | sha256sum | cut -c1-16)
 stamp="$VENV/.focal_plugin_requirements.$req_hash"
 
 if [ ! -f "$stamp" ]; then
     log "installing build requirements (torch==$TORCH_VERSION from local disk)"
-    "${PIP[@]}" install -q -r "$ROOT/requirements/build.txt"
+    "${PIP[@]}" install -q -r "$REQ/build.txt"
 fi
 
-# mmcv 2.1.0 has no wheel for this torch: build it from source with its ops.
+# mmcv (its pin: mminstall.txt) has no wheel for this torch: build it from source with its ops.
 # pip's own wheel cache is keyed by the sdist, not by torch, so it could hand back
 # a wheel built against another torch (wrong ABI); keep our own cache, keyed by
 # the Python and torch versions, and bypass pip's.
@@ -72,9 +86,10 @@ if ! mmcv_ok; then
 fi
 
 if [ ! -f "$stamp" ]; then
-    log "installing mmengine, mmdet and the runtime and test requirements"
-    "${PIP[@]}" install -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
-    "${PIP[@]}" install -q --no-deps mmengine==0.10.7 mmdet==3.3.0
+    log "installing ${MM_PINNED[*]} and their dependencies, and the test requirements"
+    # -c build.txt: nothing here may move torch or numpy off their pins.
+    "${PIP[@]}" install -q -r "$REQ/openmmlab_deps.txt" -r "$REQ/tests.txt" -c "$REQ/build.txt"
+    "${PIP[@]}" install -q --no-deps "${MM_PINNED[@]}"
 fi
 
 # The editable install compiles the C++ extension; rebuild it when its sources change.

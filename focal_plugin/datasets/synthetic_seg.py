@@ -1,0 +1,253 @@
+"""A class-imbalanced semantic segmentation dataset of the synthetic shapes.
+
+``prepare_synthetic_seg_dataset`` draws the same kind of images as the
+detection dataset of :mod:`focal_plugin.datasets.synthetic` (circles, squares
+and triangles, 8:2:1 by default, on textured backgrounds, with the same
+drawing code) and writes, for each image, its label map (one class index per
+pixel: 0 background, 1 circle, 2 square, 3 triangle), in mmseg's layout::
+
+    <data_root>/
+        manifest.json                parameters and version
+        img_dir/train/00000.png ...  images
+        img_dir/val/00000.png ...
+        ann_dir/train/00000.png ...  label maps (uint8)
+        ann_dir/val/00000.png ...
+
+As for the detection dataset, generation is deterministic, the folder is
+reused when its manifest matches, and ``SyntheticShapesSegDataset``
+generates it on construction (once, into the cache), so configs need no
+preparation step. Importing this module registers the dataset in mmseg's
+``DATASETS``; it needs mmsegmentation.
+"""
+import json
+import os
+import os.path as osp
+import shutil
+import time
+from hashlib import sha256
+from typing import Dict, Optional
+
+import cv2
+import numpy as np
+from mmengine.logging import print_log
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+
+from .cache import (default_cache_dir, file_lock, make_temp_dir, publish_dir, read_manifest,
+                    write_manifest)
+from .synthetic import (_NOISE, SPLITS, SYNTHETIC_CLASSES, _background, _class_quota,
+                        _contrasting_colour, _place_shape, check_params)
+
+#: Dataset name, the first part of its default cache folder name.
+SYNTHETIC_SEG_NAME = 'synthetic_shapes_seg'
+#: Version of the generator's output; bump it whenever the bytes change.
+SYNTHETIC_SEG_VERSION = 1
+#: Class names of the label maps: background first, then the shapes.
+SYNTHETIC_SEG_CLASSES = ('background', ) + SYNTHETIC_CLASSES
+#: Generation parameters of the default dataset: smaller images than the
+#: detection dataset's, so that a segmentation model trains in seconds on a CPU.
+DEFAULT_SEG_PARAMS: Dict[str, object] = dict(
+    num_train=400,
+    num_val=100,
+    img_size=(64, 64),
+    class_ratio=(8, 2, 1),
+    max_objects=3,
+    empty_ratio=0.1,
+    min_size=10,
+    max_size=30,
+    seed=0)
+
+
+def check_seg_params(**params) -> dict:
+    """Validates generation parameters over :data:`DEFAULT_SEG_PARAMS`.
+
+    Args:
+        **params: Any of the parameters of
+            :func:`focal_plugin.datasets.synthetic.check_params`; those not
+            given take the values of :data:`DEFAULT_SEG_PARAMS`.
+
+    Returns:
+        dict: The canonical parameters (tuples as lists, as in the manifest).
+    """
+    unknown = sorted(set(params) - set(DEFAULT_SEG_PARAMS))
+    if unknown:
+        raise TypeError(f'unknown generation parameter(s) {unknown}; accepted: '
+                        f'{sorted(DEFAULT_SEG_PARAMS)}')
+    return check_params(**{**DEFAULT_SEG_PARAMS, **params})
+
+
+def default_seg_data_root(params: Optional[dict] = None) -> str:
+    """The cache folder of the segmentation dataset generated with ``params``.
+
+    Args:
+        params (dict, optional): Canonical parameters (see
+            :func:`check_seg_params`); None means the defaults.
+            Defaults to None.
+
+    Returns:
+        str: ``<cache>/synthetic_shapes_seg_v<version>`` for the default
+        parameters, with a short hash of the parameters appended otherwise.
+    """
+    name = f'{SYNTHETIC_SEG_NAME}_v{SYNTHETIC_SEG_VERSION}'
+    if params is not None and params != check_seg_params():
+        digest = sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+        name = f'{name}_{digest}'
+    return osp.join(default_cache_dir(), name)
+
+
+def is_seg_ready(data_root: str, params: Optional[dict] = None) -> bool:
+    """Whether ``data_root`` holds a finished segmentation dataset (with ``params``)."""
+    manifest = read_manifest(data_root)
+    if manifest is None or manifest.get('name') != SYNTHETIC_SEG_NAME \
+            or manifest.get('version') != SYNTHETIC_SEG_VERSION:
+        return False
+    return params is None or manifest.get('params') == params
+
+
+def prepare_synthetic_seg_dataset(data_root: Optional[str] = None, **params) -> str:
+    """Generates the segmentation dataset, or reuses it when present.
+
+    Safe to call from several processes at once (one generates, the others
+    wait on a lock beside the folder).
+
+    Args:
+        data_root (str, optional): Folder for the dataset; None means the
+            cache folder of :func:`default_seg_data_root`. Defaults to None.
+        **params: Generation parameters, see :func:`check_seg_params`.
+
+    Returns:
+        str: The absolute path of the finished dataset folder.
+
+    Raises:
+        FileExistsError: If ``data_root`` exists and holds anything other than
+            this dataset generated with ``params`` (it is never overwritten).
+    """
+    params = check_seg_params(**params)
+    root = osp.abspath(osp.expanduser(data_root)) if data_root else default_seg_data_root(params)
+    if is_seg_ready(root, params):
+        return root
+    parent, name = osp.split(root)
+    os.makedirs(parent, exist_ok=True)
+    with file_lock(osp.join(parent, f'.{name}.lock')):
+        if is_seg_ready(root, params):
+            return root
+        if osp.exists(root) and (not osp.isdir(root) or os.listdir(root)):
+            raise FileExistsError(
+                f'data_root {root!r} exists but does not hold the {SYNTHETIC_SEG_NAME} v'
+                f'{SYNTHETIC_SEG_VERSION} dataset with parameters {params}; remove it or pass '
+                'another data_root')
+        print_log(
+            f'Generating the {SYNTHETIC_SEG_NAME} dataset ({params["num_train"]} train + '
+            f'{params["num_val"]} val images) into {root}',
+            logger='current')
+        start = time.perf_counter()
+        tmp_dir = make_temp_dir(root)
+        try:
+            stats = {
+                split: _generate_split(tmp_dir, split, split_id, params)
+                for split_id, split in enumerate(SPLITS)
+            }
+            # The manifest is written last: a folder with one is complete.
+            write_manifest(
+                tmp_dir,
+                dict(
+                    name=SYNTHETIC_SEG_NAME,
+                    version=SYNTHETIC_SEG_VERSION,
+                    params=params,
+                    classes=list(SYNTHETIC_SEG_CLASSES),
+                    splits=stats))
+            published = publish_dir(tmp_dir, root)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+    if not published and not is_seg_ready(root, params):
+        raise FileExistsError(f'another process wrote a different dataset to {root!r}')
+    print_log(
+        f'{SYNTHETIC_SEG_NAME} ready in {time.perf_counter() - start:.1f} s: {root}',
+        logger='current')
+    return root
+
+
+def _generate_split(out_dir: str, split: str, split_id: int, params: dict) -> dict:
+    """Writes one split's images and label maps; returns its pixel counts per class."""
+    img_dir, ann_dir = osp.join(out_dir, 'img_dir', split), osp.join(out_dir, 'ann_dir', split)
+    os.makedirs(img_dir)
+    os.makedirs(ann_dir)
+    rng = np.random.default_rng([params['seed'], split_id])
+    num_images = params[f'num_{split}']
+    w, h = params['img_size']
+    empty = rng.random(num_images) < params['empty_ratio']
+    counts = np.where(empty, 0, rng.integers(1, params['max_objects'] + 1, num_images))
+    quota = _class_quota(int(counts.sum()), params['class_ratio'])
+    labels = rng.permutation(np.repeat(np.arange(len(SYNTHETIC_CLASSES)), quota))
+    pixels = np.zeros(len(SYNTHETIC_SEG_CLASSES), np.int64)
+    next_label = 0
+    for index in range(num_images):
+        img = _background(rng, w, h)
+        label_map = np.zeros((h, w), np.uint8)
+        boxes = []
+        for label in labels[next_label:next_label + counts[index]]:
+            mask = _place_shape(rng, int(label), boxes, w, h, params)
+            ys, xs = np.nonzero(mask)
+            x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            boxes.append((x1, y1, x2, y2))
+            img[mask] = _contrasting_colour(rng, img[y1:y2, x1:x2])
+            label_map[mask] = int(label) + 1  # a later shape covers an earlier one
+        next_label += counts[index]
+        img += rng.integers(-_NOISE, _NOISE + 1, img.shape, dtype=np.int16)
+        pixels += np.bincount(label_map.ravel(), minlength=len(SYNTHETIC_SEG_CLASSES))
+        file_name = f'{index:05d}.png'
+        bgr = np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8)[..., ::-1])
+        for path, array in ((osp.join(img_dir, file_name), bgr),
+                            (osp.join(ann_dir, file_name), label_map)):
+            if not cv2.imwrite(path, array, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+                raise OSError(f'could not write {path}')
+    return dict(images=num_images, pixels=dict(zip(SYNTHETIC_SEG_CLASSES, pixels.tolist())))
+
+
+@DATASETS.register_module()
+class SyntheticShapesSegDataset(BaseSegDataset):
+    """The generated shapes as semantic segmentation (mmseg's ``BaseSegDataset``).
+
+    The dataset is generated on construction unless ``data_root`` already
+    holds it, so configs train with mmseg's own tools and no preparation step.
+
+    Args:
+        split (str): 'train' or 'val'; picks the image and label folders when
+            ``data_prefix`` is not given. Defaults to 'train'.
+        generator_cfg (dict, optional): Generation parameters (see
+            :func:`check_seg_params`); None means the defaults, or, when
+            ``data_root`` already holds the dataset, whatever it was
+            generated with. Defaults to None.
+        data_root (str, optional): Dataset folder; None means the cache folder
+            (``$FOCAL_PLUGIN_DATA_CACHE`` or ``~/.cache/focal_plugin/datasets``).
+            Defaults to None.
+        data_prefix (dict, optional): ``dict(img_path=..., seg_map_path=...)``;
+            None means ``img_dir/<split>`` and ``ann_dir/<split>``.
+            Defaults to None.
+        **kwargs: Passed to :class:`mmseg.datasets.BaseSegDataset`.
+    """
+
+    METAINFO = dict(
+        classes=SYNTHETIC_SEG_CLASSES,
+        palette=[[0, 0, 0], [220, 20, 60], [0, 82, 255], [0, 170, 60]])
+
+    def __init__(self,
+                 split: str = 'train',
+                 generator_cfg: Optional[dict] = None,
+                 data_root: Optional[str] = None,
+                 data_prefix: Optional[dict] = None,
+                 **kwargs) -> None:
+        if split not in SPLITS:
+            raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+        if generator_cfg is not None and not isinstance(generator_cfg, dict):
+            raise TypeError(f'generator_cfg must be a dict or None, got '
+                            f'{type(generator_cfg).__name__}')
+        if not (data_root and generator_cfg is None and is_seg_ready(data_root)):
+            data_root = prepare_synthetic_seg_dataset(data_root, **(generator_cfg or {}))
+        self.split = split
+        if data_prefix is None:
+            data_prefix = dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}')
+        kwargs.setdefault('img_suffix', '.png')
+        kwargs.setdefault('seg_map_suffix', '.png')
+        super().__init__(data_root=data_root, data_prefix=data_prefix, **kwargs)
