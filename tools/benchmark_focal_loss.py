@@ -18,7 +18,10 @@ All variants of a case run round-robin in the same process, and the table
 shows ratios measured in that same run, so a noisy machine shifts every
 column together. Peak extra memory is measured as the growth of the process's
 resident set (CPU; /proc/self VmHWM after resetting it) or of the CUDA
-caching allocator's peak (GPU), in units of one N x C float32 buffer.
+caching allocator's peak (GPU), in units of one float32 buffer of pred's size.
+On CPU it is measured after every case's timing, with glibc's mmap threshold
+fixed at 128 KiB: by default glibc serves large blocks from heap memory that
+earlier calls left resident, and a variant's temporaries would then not show.
 Between calls focal_plugin keeps its freed CPU output blocks for reuse (see
 ``focal_plugin.ops.empty_cpu_cache``); the memory figure empties that cache
 first, so the gradient buffer is counted.
@@ -33,6 +36,7 @@ Example::
     python tools/benchmark_focal_loss.py --cases qfl:8x8400x80:float32 --out bench.json
 """
 import argparse
+import ctypes
 import importlib
 import json
 import statistics
@@ -232,22 +236,31 @@ def parse_case(spec: str) -> tuple:
     return loss, tuple(int(d) for d in dims), dtype
 
 
-def run_case(spec: str, device: torch.device, repeat: int, time_limit: float) -> dict:
+def fix_malloc_mmap_threshold() -> None:
+    """Every CPU block of 128 KiB or more becomes its own mapping, returned to
+    the system when freed, so that RSS growth counts each variant's memory."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+    except OSError:
+        return
+    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (also stops its dynamic growth)
+    libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+
+
+def time_case(spec: str, device: torch.device, repeat: int, time_limit: float) -> dict:
     loss, shape, dtype_name = parse_case(spec)
     log(f'case {loss} {"x".join(map(str, shape))} {dtype_name} on {device}')
     pred, args, avg_factor = make_inputs(loss, shape, DTYPES[dtype_name], device)
     variants = make_variants(loss, pred, args, avg_factor)
     times = time_round_robin(variants, repeat, device, time_limit)
-    buffer = pred.numel() * 4
-    rows = {}
-    for name, fn in variants.items():
-        peak = peak_extra_bytes(fn, device)
-        rows[name] = {
+    rows = {
+        name: {
             'median_ms': statistics.median(times[name]) * 1e3,
             'min_ms': min(times[name]) * 1e3,
             'runs': len(times[name]),
-            'peak_extra_buffers': None if peak is None else peak / buffer,
         }
+        for name in variants
+    }
     ours = rows[OURS]['median_ms']
     for row in rows.values():
         row['focal_plugin_speedup'] = row['median_ms'] / ours
@@ -258,6 +271,18 @@ def run_case(spec: str, device: torch.device, repeat: int, time_limit: float) ->
         'threads': torch.get_num_threads(), 'rows': rows,
         'fraction_of_bandwidth_floor': floor_ms / ours,
     }
+
+
+def measure_memory(result: dict) -> None:
+    """Adds each variant's peak extra memory to a timed case's rows."""
+    loss, shape, dtype_name = parse_case(result['case'])
+    device = torch.device(result['device'])
+    log(f'memory of {result["case"]}')
+    pred, args, avg_factor = make_inputs(loss, shape, DTYPES[dtype_name], device)
+    for name, fn in make_variants(loss, pred, args, avg_factor).items():
+        peak = peak_extra_bytes(fn, device)
+        result['rows'][name]['peak_extra_buffers'] = (None if peak is None else
+                                                      peak / (pred.numel() * 4))
 
 
 def format_table(results: List[dict]) -> str:
@@ -348,7 +373,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
-    results = [run_case(spec, device, args.repeat, args.time_limit) for spec in args.cases]
+    results = [time_case(spec, device, args.repeat, args.time_limit) for spec in args.cases]
+    if device.type == 'cpu':
+        fix_malloc_mmap_threshold()
+    for result in results:
+        measure_memory(result)
     print(format_table(results))
     verdicts = check_targets(results)
     if verdicts:

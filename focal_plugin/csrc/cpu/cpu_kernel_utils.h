@@ -67,10 +67,6 @@ struct Lanes {
     for (int64_t k = 0; k < Vec::size(); ++k) total += buf[k];
     return total;
   }
-  // Whether any lane of a comparison mask is set.
-  static bool any(const Vec& mask) {
-    return mask.zero_mask() != (1 << Vec::size()) - 1;
-  }
 };
 
 // The rows [begin, end) of one chunk, summed in order. Never inlined, on
