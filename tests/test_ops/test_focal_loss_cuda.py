@@ -513,3 +513,19 @@ def test_softmax_cuda_one_class_and_one_warp_of_classes(classes, dtype, reductio
     _assert_pair(gpu, cpu, dtype)
     if classes == 1:
         assert not gpu[0].any() and not gpu[1].any()
+
+
+def test_cuda_per_class_alpha_list_is_copied_to_the_device_once():
+    # A Python list alpha is converted and copied host-to-device on first use
+    # only; later calls reuse the device copy and do not synchronise.
+    pred, labels = make_inputs(1000, 8)
+    x, t = pred.cuda(), labels.cuda()
+    alpha = [0.1 * i for i in range(1, 9)]
+    first = sigmoid_focal_loss(x, t, alpha=alpha)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        second = sigmoid_focal_loss(x, t, alpha=alpha)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert torch.equal(first, second)

@@ -161,3 +161,34 @@ def test_torch_compile_inductor():
     pred, labels = make_inputs(33, 7)
     torch.testing.assert_close(compiled(pred, labels),
                                sigmoid_focal_loss(pred, labels, reduction='sum'))
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_second_derivative_raises_a_clear_error(fused):
+    # The fused gradient is a plain tensor: differentiating it again would
+    # silently miss the terms through pred, so create_graph=True refuses.
+    pred, labels = make_inputs(12, 4)
+    x = pred.clone().requires_grad_(True)
+    if fused:
+        loss = sigmoid_focal_loss(x, labels)
+    else:
+        loss = softmax_focal_loss(x, labels.clamp(max=3))
+    with pytest.raises(RuntimeError, match='second derivatives .*create_graph=True.* are not '
+                       'supported'):
+        torch.autograd.grad(loss, x, create_graph=True)
+    # The first derivative alone still works.
+    (grad, ) = torch.autograd.grad(loss, x)
+    assert torch.isfinite(grad).all()
+
+
+def test_per_class_alpha_list_is_converted_once_per_device_and_dtype():
+    from focal_plugin.ops.arguments import split_alpha
+    pred = torch.randn(3, 4)
+    alpha = [0.1, 0.2, 0.3, 0.4]
+    first = split_alpha(alpha, 4, pred)[1]
+    assert split_alpha(list(alpha), 4, pred)[1] is first  # no new copy
+    assert split_alpha(alpha, 4, pred.double())[1].dtype == torch.float64
+    with pytest.raises(ValueError, match='per-class alpha must have length C=5'):
+        split_alpha(alpha, 5, torch.randn(3, 5))
+    with pytest.raises(ValueError, match='alpha must be'):
+        split_alpha([0.1, 2.0, 0.3, 0.4], 4, pred)
