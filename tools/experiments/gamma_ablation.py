@@ -34,7 +34,7 @@ import time
 from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'retinanet', 'retinanet_r18-tiny_fpn_bccd.py')
+DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'retinanet', 'retinanet_r18-tiny_fpn_2k_bccd.py')
 
 # name: (gamma, alpha, description)
 VARIANTS = {

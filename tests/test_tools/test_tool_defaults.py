@@ -1,0 +1,53 @@
+"""The tools' bare defaults name things that exist: running a tool with no
+arguments must not fail on a stale default."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(relative: str):
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gamma_ablation_default_config_exists():
+    module = _load('tools/experiments/gamma_ablation.py')
+    assert Path(module.DEFAULT_CONFIG).is_file(), module.DEFAULT_CONFIG
+
+
+def test_benchmark_default_cases_parse_and_target_cases_are_defaults():
+    module = _load('tools/benchmark_focal_loss.py')
+    parsed = {module.parse_case(spec) for spec in module.DEFAULT_CASES}
+    assert module.parse_args([]).cases == module.DEFAULT_CASES
+    # Every case a target is stated for runs by default.
+    for loss, shape, dtype in module.CPU_TARGETS:
+        assert (loss, tuple(int(d) for d in shape.split('x')), dtype) in parsed
+
+
+@pytest.mark.parametrize('spec', ['qfl:8x80:float32', 'focal:4x4:float32', 'vfl:8400:float32',
+                                  'focal:2x3x4:float32', 'ohem:8x80:float32',
+                                  'gaussian:8x80:int8'])
+def test_benchmark_rejects_bad_cases(spec):
+    module = _load('tools/benchmark_focal_loss.py')
+    if spec in ('qfl:8x80:float32', 'focal:4x4:float32'):
+        module.parse_case(spec)  # valid
+        return
+    with pytest.raises(ValueError):
+        module.parse_case(spec)
+
+
+def test_benchmark_runs_every_loss_on_tiny_cases(capsys):
+    module = _load('tools/benchmark_focal_loss.py')
+    cases = ['focal:64x8:float32', 'qfl:2x32x8:float32', 'vfl:2x32x8:bfloat16',
+             'gaussian:1x2x8x8:float32']
+    assert module.main(['--cases', *cases, '--repeat', '1']) == 0
+    out = capsys.readouterr().out
+    for case in ('focal 64x8 float32', 'qfl 2x32x8 float32', 'vfl 2x32x8 bfloat16',
+                 'gaussian 1x2x8x8 float32'):
+        assert f'| {case} | focal_plugin |' in out
+        assert f'| {case} | mmdet (CPU path) |' in out
