@@ -1,4 +1,5 @@
 """mmengine's Runner with the fixes that training with focal_plugin relies on."""
+import atexit
 import datetime
 from typing import Callable, List, Optional, Tuple, Union
 
@@ -45,6 +46,10 @@ class FocalRunner(Runner):
             # group is all it needs, and gloo is the CPU backend.
             torch_dist.init_process_group(backend='gloo',
                                           timeout=datetime.timedelta(seconds=timeout))
+            # The group's threads must be joined before the interpreter tears
+            # down its C++ state: a live group at exit aborted a worker now
+            # and then ("terminate called without an active exception").
+            atexit.register(_destroy_process_group)
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg: Optional[dict], model: torch.nn.Module):
@@ -86,3 +91,8 @@ class FocalRunner(Runner):
         with trusted_checkpoint(filename):
             return super().load_checkpoint(filename, map_location=map_location,
                                            strict=strict, revise_keys=revise_keys)
+
+
+def _destroy_process_group() -> None:
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
