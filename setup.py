@@ -96,7 +96,7 @@ def make_extensions() -> list:
         return [
             CUDAExtension(
                 'focal_plugin._C', sources,
-                extra_compile_args={'cxx': cxx_flags + ['-DFOCAL_PLUGIN_WITH_CUDA'],
+                extra_compile_args={'cxx': cxx_flags,
                                     'nvcc': nvcc_flags},
                 extra_link_args=extra_link_args)
         ]

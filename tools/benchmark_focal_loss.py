@@ -6,12 +6,15 @@ Forward + backward time and peak extra memory of each fused loss against:
   ``FocalLoss`` (on CPU its pure-PyTorch path, one-hot target and
   ``py_sigmoid_focal_loss``; on a GPU mmcv's CUDA op) and ``torch.compile``
   (Inductor) of the same formula (the package's reference);
-- qfl / vfl: ``FusedQualityFocalLoss`` / ``FusedVarifocalLoss`` at an
-  RTMDet-like shape (8 images x 8400 priors x 80 classes) against mmdet's
+- qfl / vfl: ``quality_focal_loss`` / ``varifocal_loss`` at an RTMDet-like
+  shape (8 images x 8400 priors x 80 classes) against mmdet's
   ``QualityFocalLoss`` / ``VarifocalLoss`` and ``torch.compile`` of mmdet's
   loss function;
-- gaussian: ``FusedGaussianFocalLoss`` on CenterNet's heatmap (8 x 80 x 128
-  x 128) against mmdet's ``GaussianFocalLoss`` and ``torch.compile`` of it;
+- gaussian: ``gaussian_focal_loss`` on CenterNet's heatmap (8 x 80 x 128 x
+  128) against mmdet's ``GaussianFocalLoss`` and ``torch.compile`` of it;
+
+The fused side calls the ops, which need only torch (as on a bare GPU
+machine); the registry classes add a reshape and argument checks on top.
 - every case: ``copy_`` of a tensor of pred's size, the memory-bandwidth floor.
 
 All variants of a case run round-robin in the same process, and the table
@@ -46,9 +49,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from focal_plugin.models.losses import (FusedGaussianFocalLoss, FusedQualityFocalLoss,
-                                        FusedVarifocalLoss)
-from focal_plugin.ops import empty_cpu_cache, reference, sigmoid_focal_loss
+from focal_plugin.ops import (empty_cpu_cache, gaussian_focal_loss, quality_focal_loss,
+                              reference, sigmoid_focal_loss, varifocal_loss)
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 LOSSES = ('focal', 'qfl', 'vfl', 'gaussian')
@@ -183,12 +185,17 @@ def make_variants(loss: str, pred: torch.Tensor, args: tuple,
             pred, lambda x: compiled(x, labels, None, 2.0, 0.25, 'mean', avg_factor))
     else:
         fused, stock_name, formula = {
-            'qfl': (FusedQualityFocalLoss(), 'QualityFocalLoss', 'gfocal_loss.quality_focal_loss'),
-            'vfl': (FusedVarifocalLoss(), 'VarifocalLoss', 'varifocal_loss.varifocal_loss'),
-            'gaussian': (FusedGaussianFocalLoss(), 'GaussianFocalLoss',
+            'qfl': (lambda x: quality_focal_loss(x, *args[0], avg_factor=avg_factor),
+                    'QualityFocalLoss', 'gfocal_loss.quality_focal_loss'),
+            'vfl': (lambda x: varifocal_loss(x, args[0], avg_factor=avg_factor), 'VarifocalLoss',
+                    'varifocal_loss.varifocal_loss'),
+            # Elementwise: the (B, C, H, W) heatmap as rows of its last axis.
+            'gaussian': (lambda x: gaussian_focal_loss(
+                x.reshape(-1, x.size(-1)), args[0].reshape(-1, x.size(-1)),
+                avg_factor=avg_factor), 'GaussianFocalLoss',
                          'gaussian_focal_loss.gaussian_focal_loss'),
         }[loss]
-        variants = {OURS: _fwd_bwd(pred, lambda x: fused(x, *args, avg_factor=avg_factor))}
+        variants = {OURS: _fwd_bwd(pred, fused)}
         if mmdet is not None:
             stock = getattr(mmdet, stock_name)()
             variants[MMDET_GPU if pred.is_cuda else MMDET_CPU] = _fwd_bwd(
