@@ -55,6 +55,21 @@ struct Lanes {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       v.store(p, n);
     } else {
+#if defined(CPU_CAPABILITY_AVX2)
+      // A whole vector: 8 floats round to 8 half/bfloat16 in one 128-bit
+      // store. (Vectorized<BFloat16>::store of 8 of its 16 values goes
+      // through a stack buffer and memcpy.)
+      if (n == Vec::size()) {
+        __m128i packed;
+        if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
+          packed = at::vec::cvtfp32_bf16(v);
+        } else {
+          packed = at::vec::cvtfp32_fp16(v);
+        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+        return;
+      }
+#endif
       // One reduced vector holds two float vectors; the second half is unused.
       at::vec::convert_from_float<scalar_t>(v, v).store(p, n);
     }
