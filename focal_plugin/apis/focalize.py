@@ -7,6 +7,7 @@ output is a short, readable config that inherits from the input (``_base_``)
 and overrides only what the conversion changes.
 """
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
@@ -50,10 +51,17 @@ def resolve_config_path(config: str) -> str:
 def base_reference(in_config: str, out_config: Optional[str]) -> str:
     """How a config written to ``out_config`` names ``in_config`` in its ``_base_``.
 
-    ``mmdet::`` names stay as they are; a local path becomes relative to the
-    output's folder, so that the pair can be moved together.
+    ``mmdet::`` names stay as they are, except where mmengine cannot parse
+    them (its pattern wants a first folder of word characters, which
+    ``legacy_1.x/`` is not): those become the installed file's path. A local
+    path becomes relative to the output's folder, so that the pair can be
+    moved together.
     """
-    if in_config.startswith('mmdet::') or out_config is None:
+    if in_config.startswith('mmdet::'):
+        if re.match(r'\w*::\w*/', in_config) is None:
+            return resolve_config_path(in_config)
+        return in_config
+    if out_config is None:
         return in_config
     return osp.relpath(osp.abspath(in_config), osp.dirname(osp.abspath(out_config)))
 

@@ -206,7 +206,7 @@ def render_fused_config(base: str, cfg: Config, overrides: dict, changes: List[s
     lines += [
         f'_base_ = [{base!r}]',
         '',
-        'custom_imports = dict(imports={imports!r}, allow_failed_imports={allow_failed!r})'.format(
+        'custom_imports = dict(imports={imports!r}, allow_failed_imports={allow_failed_imports!r})'.format(
             **settings['custom_imports']),
     ]
     if 'runner_type' in settings:
