@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 
 from focal_plugin.apis.fuse import FUSED_TWINS, fuse_config
+from test_configs.test_ready_made_configs import strip_pretrained
 
 SIZE = 128
 # family -> (config, image size, whether its ground truth needs masks). DINO
@@ -34,19 +35,6 @@ SAMPLE = {
     'sparse_rcnn': ('sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py', SIZE, False),
     'solov2': ('solov2/solov2_r50_fpn_1x_coco.py', SIZE, True),
 }
-
-
-def _strip_pretrained(node):
-    """Removes every ``init_cfg`` that loads weights (Pretrained), in place."""
-    if isinstance(node, dict):
-        init = node.get('init_cfg')
-        if isinstance(init, dict) and init.get('type') == 'Pretrained':
-            node['init_cfg'] = None
-        for value in node.values():
-            _strip_pretrained(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _strip_pretrained(value)
 
 
 def _batch(num_classes: int, size: int, with_masks: bool) -> dict:
@@ -99,7 +87,7 @@ def test_first_iteration_losses_equal_stock(family):
     import mmdet
     name, size, with_masks = SAMPLE[family]
     cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', name))
-    _strip_pretrained(cfg.model)
+    strip_pretrained(cfg.model)
     fused_cfg = fuse_config(cfg)  # before building: DETR detectors edit their head's config
     torch.manual_seed(0)
     stock = MODELS.build(cfg.model)
