@@ -20,13 +20,15 @@ def _run(config, work_dir, options, *extra):
 
 
 def test_fused_rtmdet_learns_and_evaluates(tmp_path):
-    # 60 iterations: about 20 s of training and 5 s of evaluation on 2 cores
-    iters = 60
-    _run(CONFIG, tmp_path, _schedule(iters, iters, 10))
+    # 120 iterations: about 40 s of training and 5 s of evaluation on 2 cores.
+    # The loss may rise over the first tens of iterations (QualityFocalLoss's
+    # targets are the IoUs, which grow as the boxes improve), then falls.
+    iters = 120
+    _run(CONFIG, tmp_path, _schedule(iters, iters, 20))
     rows = _scalars(tmp_path)
     losses = [r['loss'] for r in rows if 'loss' in r]
     assert len(losses) == 6
-    assert losses[-1] < 0.95 * losses[0], losses
+    assert losses[-1] < 0.85 * losses[0], losses
     metrics = [r for r in rows if 'coco/bbox_mAP' in r]
     assert metrics and metrics[-1]['coco/bbox_mAP'] > 0.0, rows[-1]
 
