@@ -8,7 +8,7 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from focal_plugin.tools.runner_setup import build_runner, load_config, set_local_rank
+from focal_plugin.apis.runner_setup import build_runner, load_config, set_local_rank
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,7 +1,10 @@
 """Train a detector with focal_plugin; mmdet's tools/train.py arguments.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--fuse]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+``--fuse`` trains any mmdet config with the fused twins of its focal-family
+losses (same arguments, same numbers), without writing a config file.
 
 mmdet's own tools/train.py works too with configs that carry
 ``custom_imports = dict(imports=['focal_plugin'], allow_failed_imports=False)``.
@@ -10,7 +13,8 @@ import argparse
 
 from mmengine.config import DictAction
 
-from focal_plugin.tools.runner_setup import build_runner, load_config, set_local_rank
+from focal_plugin.apis.fuse import fuse_config
+from focal_plugin.apis.runner_setup import build_runner, load_config, set_local_rank
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -21,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='enable automatic-mixed-precision training')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='enable automatically scaling LR')
+    parser.add_argument('--fuse', action='store_true',
+                        help='replace the focal-family losses by their fused twins')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or without a path from the latest '
                         'checkpoint in the work directory')
@@ -37,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    if args.fuse:
+        cfg = fuse_config(cfg)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'

@@ -7,7 +7,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from focal_plugin.tools.focalize import FocalizeError, focalize
+from focal_plugin.apis.focalize import FocalizeError, focalize
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

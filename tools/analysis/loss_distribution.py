@@ -126,7 +126,7 @@ def plot(results: Dict[str, dict], out: str, title: str) -> None:
 
 
 def build_runner(config: str, checkpoint: str, split: str, work_dir: str, cfg_options=None):
-    from focal_plugin.tools.runner_setup import build_runner as build, load_config
+    from focal_plugin.apis.runner_setup import build_runner as build, load_config
 
     cfg = load_config(config, cfg_options, 'none', work_dir)
     cfg.load_from = checkpoint

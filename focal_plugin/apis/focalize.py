@@ -7,6 +7,7 @@ output is a short, readable config that inherits from the input (``_base_``)
 and overrides only what the conversion changes.
 """
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
@@ -45,6 +46,24 @@ def resolve_config_path(config: str) -> str:
     if not osp.isfile(path):
         raise FocalizeError(f'config {config!r} does not exist')
     return path
+
+
+def base_reference(in_config: str, out_config: Optional[str]) -> str:
+    """How a config written to ``out_config`` names ``in_config`` in its ``_base_``.
+
+    ``mmdet::`` names stay as they are, except where mmengine cannot parse
+    them (its pattern wants a first folder of word characters, which
+    ``legacy_1.x/`` is not): those become the installed file's path. A local
+    path becomes relative to the output's folder, so that the pair can be
+    moved together.
+    """
+    if in_config.startswith('mmdet::'):
+        if re.match(r'\w*::\w*/', in_config) is None:
+            return resolve_config_path(in_config)
+        return in_config
+    if out_config is None:
+        return in_config
+    return osp.relpath(osp.abspath(in_config), osp.dirname(osp.abspath(out_config)))
 
 
 def focalize_overrides(cfg: Config) -> Tuple[dict, List[str]]:
@@ -113,16 +132,27 @@ def focalize_overrides(cfg: Config) -> Tuple[dict, List[str]]:
     return overrides, changes
 
 
-def _format(value, indent: int) -> str:
-    """Python source of ``value`` in OpenMMLab config style (dict(...))."""
+def format_value(value, indent: int = 0) -> str:
+    """Python source of ``value`` in OpenMMLab config style (dict(...)).
+
+    Dicts whose keys are not all identifiers are written as ``{...}`` literals,
+    which ``dict(key=...)`` cannot express.
+    """
     pad = ' ' * (indent + 4)
     if isinstance(value, dict):
         if not value:
             return 'dict()'
-        items = [f'{pad}{k}={_format(v, indent + 4)}' for k, v in value.items()]
-        return 'dict(\n' + ',\n'.join(items) + ')'
+        if all(isinstance(k, str) and k.isidentifier() for k in value):
+            items = [f'{pad}{k}={format_value(v, indent + 4)}' for k, v in value.items()]
+            return 'dict(\n' + ',\n'.join(items) + ')'
+        items = [f'{pad}{k!r}: {format_value(v, indent + 4)}' for k, v in value.items()]
+        return '{\n' + ',\n'.join(items) + '}'
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        # one element per line: lists of dicts are cascade stages or heads
+        items = [f'{pad}{format_value(v, indent + 4)}' for v in value]
+        return '[\n' + ',\n'.join(items) + ']'
     if isinstance(value, (list, tuple)):
-        inner = ', '.join(_format(v, indent + 4) for v in value)
+        inner = ', '.join(format_value(v, indent + 4) for v in value)
         return f'[{inner}]' if isinstance(value, list) else (
             f'({inner}, )' if len(value) == 1 else f'({inner})')
     return repr(value)
@@ -140,7 +170,7 @@ def render_config(base: str, overrides: dict, changes: List[str]) -> str:
         '',
     ]
     for key, value in overrides.items():
-        lines.append(f'{key} = {_format(value, 0)}')
+        lines.append(f'{key} = {format_value(value)}')
     return '\n'.join(lines) + '\n'
 
 
@@ -158,7 +188,4 @@ def focalize(in_config: str, out_config: Optional[str] = None) -> str:
     """
     cfg = Config.fromfile(resolve_config_path(in_config))
     overrides, changes = focalize_overrides(cfg)
-    base = in_config
-    if not in_config.startswith('mmdet::') and out_config is not None:
-        base = osp.relpath(osp.abspath(in_config), osp.dirname(osp.abspath(out_config)))
-    return render_config(base, overrides, changes)
+    return render_config(base_reference(in_config, out_config), overrides, changes)

@@ -8,6 +8,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import focal_plugin  # noqa: F401  (registers FocalRunner, the loss and the heads)
+from .focalize import resolve_config_path
 
 
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,
@@ -15,7 +16,8 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     """Loads ``path`` the way mmdet's tools do, with the same overrides.
 
     Args:
-        path (str): Config file.
+        path (str): Config file, or ``mmdet::<path>`` in the installed mmdet's
+            configs.
         cfg_options (dict, optional): ``--cfg-options`` key/values.
         launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'.
         work_dir (str, optional): ``--work-dir``; else the config's, else
@@ -24,6 +26,8 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     Returns:
         Config: The loaded config.
     """
+    if path.startswith('mmdet::'):
+        path = resolve_config_path(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file {path!r} does not exist')
     cfg = Config.fromfile(path)
