@@ -10,7 +10,8 @@
 #      architecture) and checks that every op has a CUDA kernel;
 #   3. runs tests/test_ops/test_focal_loss_cuda.py on its own first, so that
 #      a problem elsewhere can not hide it, then the rest of tests/test_ops;
-#   4. runs the GPU benchmark (tools/benchmark_focal_loss.py --device cuda).
+#   4. runs the GPU benchmark (tools/benchmark_focal_loss.py --device cuda),
+#      and tools/benchmark_training_step.py --device cuda where mmdet is installed.
 # Logs, JUnit XML, the benchmark's JSON and summary.json go to $OUT (default
 # work_dirs/gpu_check). A failed step does not stop the later ones; the exit
 # status is that of the first failed step.
@@ -256,6 +257,17 @@ step "the other op tests (tests/test_ops)" test_ops.log \
 if [ "$gpu" -eq 1 ]; then
     step "GPU benchmark" benchmark_cuda.log \
         "$PYTHON" tools/benchmark_focal_loss.py --device cuda --out "$OUT/benchmark_cuda.json"
+    # Whole training steps need mmdet (and mmcv built with its CUDA ops), which
+    # a bare CUDA machine lacks: run them where they are installed.
+    if "$PYTHON" -c 'import mmdet, mmcv.ops' 2> /dev/null; then
+        step "GPU whole-step benchmark" benchmark_training_step_cuda.log \
+            "$PYTHON" tools/benchmark_training_step.py --device cuda \
+            --out "$OUT/benchmark_training_step_cuda.json"
+    else
+        log "GPU whole-step benchmark: NOT RUN, mmdet with mmcv's ops is not installed" |
+            tee "$OUT/benchmark_training_step_cuda.log"
+        results+=("benchmark_training_step_cuda.log=not run: no mmdet")
+    fi
 else
     log "GPU benchmark: NOT RUN, no GPU is visible" | tee "$OUT/benchmark_cuda.log"
     results+=("benchmark_cuda.log=not run: no GPU")

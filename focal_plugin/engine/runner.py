@@ -46,10 +46,11 @@ class FocalRunner(Runner):
             # group is all it needs, and gloo is the CPU backend.
             torch_dist.init_process_group(backend='gloo',
                                           timeout=datetime.timedelta(seconds=timeout))
-            # The group's threads must be joined before the interpreter tears
-            # down its C++ state: a live group at exit aborted a worker now
-            # and then ("terminate called without an active exception").
-            atexit.register(_destroy_process_group)
+            # A rank that exits while its peer still holds the connection
+            # makes gloo's background thread throw in the peer, which aborts
+            # it ("terminate called without an active exception"): at exit,
+            # every rank waits for the others, then closes the group.
+            atexit.register(_close_process_group)
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg: Optional[dict], model: torch.nn.Module):
@@ -93,6 +94,12 @@ class FocalRunner(Runner):
                                            strict=strict, revise_keys=revise_keys)
 
 
-def _destroy_process_group() -> None:
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+def _close_process_group() -> None:
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    try:
+        # Bounded: a rank that died does not hang the others' exit.
+        torch_dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+    except RuntimeError:
+        pass
+    torch_dist.destroy_process_group()

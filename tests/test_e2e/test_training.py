@@ -109,6 +109,12 @@ def test_distributed_first_iteration_matches_single_process(tmp_path):
            '--master_port=29517', TRAIN, str(config), '--launcher', 'pytorch', '--work-dir',
            str(dist), '--cfg-options', *options, 'train_dataloader.batch_size=2']
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode != 0 and 'terminate called without an active exception' in done.stderr:
+        # A worker sometimes aborts in C++ teardown after training has finished
+        # (seen in about one full-suite run in three, never alone; FocalRunner
+        # already closes its gloo group behind a barrier at exit). One retry
+        # keeps the suite usable; a second abort, or any other failure, fails.
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(single / 'first_losses_rank0.json') as f:
         one = json.load(f)
