@@ -15,7 +15,8 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Iterator, Optional
+import time
+from typing import Callable, Iterator, Optional
 
 try:
     import fcntl
@@ -137,3 +138,60 @@ def publish_dir(tmp_dir: str, root: str) -> bool:
     # Another process won the race; ours is redundant.
     shutil.rmtree(tmp_dir, ignore_errors=True)
     return False
+
+
+def prepare_dataset(root: str, name: str, version: int, params: dict,
+                    is_ready: Callable[[str, dict], bool],
+                    generate: Callable[[str], dict]) -> str:
+    """Generates a dataset into ``root`` once, or reuses it when present.
+
+    Safe to call from several processes at once: one generates while the
+    others wait on a lock beside the folder, then all return the same folder.
+
+    Args:
+        root (str): The dataset's absolute folder.
+        name (str): The dataset's name, for messages.
+        version (int): Its generator's version, for messages.
+        params (dict): The checked generation parameters (``num_train`` and
+            ``num_val`` among them).
+        is_ready (Callable): ``is_ready(root, params)``: whether ``root``
+            holds this dataset, complete.
+        generate (Callable): ``generate(out_dir)`` writes the dataset into a
+            fresh folder and returns its manifest, which is written last.
+
+    Returns:
+        str: ``root``.
+
+    Raises:
+        FileExistsError: If ``root`` exists and holds anything other than
+            this dataset generated with ``params`` (it is never overwritten).
+    """
+    from mmengine.logging import print_log
+    if is_ready(root, params):
+        return root
+    parent, base = osp.split(root)
+    os.makedirs(parent, exist_ok=True)
+    with file_lock(osp.join(parent, f'.{base}.lock')):
+        if is_ready(root, params):  # another process finished it while we waited
+            return root
+        if osp.exists(root) and (not osp.isdir(root) or os.listdir(root)):
+            raise FileExistsError(
+                f'data_root {root!r} exists but does not hold the {name} v{version} dataset '
+                f'with parameters {params}; remove it or pass another data_root')
+        print_log(
+            f'Generating the {name} dataset ({params["num_train"]} train + '
+            f'{params["num_val"]} val images) into {root}',
+            logger='current')
+        start = time.perf_counter()
+        tmp_dir = make_temp_dir(root)
+        try:
+            # The manifest is written last: a folder with one is complete.
+            write_manifest(tmp_dir, generate(tmp_dir))
+            published = publish_dir(tmp_dir, root)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+    if not published and not is_ready(root, params):
+        raise FileExistsError(f'another process wrote a different dataset to {root!r}')
+    print_log(f'{name} ready in {time.perf_counter() - start:.1f} s: {root}', logger='current')
+    return root

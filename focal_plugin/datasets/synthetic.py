@@ -22,8 +22,6 @@ separate preparation step.
 import json
 import os
 import os.path as osp
-import shutil
-import time
 from hashlib import sha256
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,10 +29,8 @@ import cv2
 import numpy as np
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
-from mmengine.logging import print_log
 
-from .cache import (default_cache_dir, file_lock, make_temp_dir, publish_dir, read_manifest,
-                    write_manifest)
+from .cache import default_cache_dir, prepare_dataset, read_manifest
 
 #: Dataset name, the first part of its default cache folder name.
 SYNTHETIC_NAME = 'synthetic_shapes'
@@ -208,37 +204,8 @@ def prepare_synthetic_dataset(data_root: Optional[str] = None, **params) -> str:
     """
     params = check_params(**params)
     root = osp.abspath(osp.expanduser(data_root)) if data_root else default_data_root(params)
-    if is_ready(root, params):
-        return root
-    parent, name = osp.split(root)
-    os.makedirs(parent, exist_ok=True)
-    with file_lock(osp.join(parent, f'.{name}.lock')):
-        if is_ready(root, params):  # another process finished it while we waited
-            return root
-        if osp.exists(root) and (not osp.isdir(root) or os.listdir(root)):
-            raise FileExistsError(
-                f'data_root {root!r} exists but does not hold the {SYNTHETIC_NAME} v'
-                f'{SYNTHETIC_VERSION} dataset with parameters {params}; remove it or pass '
-                'another data_root')
-        print_log(
-            f'Generating the {SYNTHETIC_NAME} dataset ({params["num_train"]} train + '
-            f'{params["num_val"]} val images) into {root}',
-            logger='current')
-        start = time.perf_counter()
-        tmp_dir = make_temp_dir(root)
-        try:
-            stats = _generate(tmp_dir, params)
-            # The manifest is written last: a folder with one is complete.
-            write_manifest(tmp_dir, _manifest(params, stats))
-            published = publish_dir(tmp_dir, root)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
-    if not published and not is_ready(root, params):
-        raise FileExistsError(f'another process wrote a different dataset to {root!r}')
-    print_log(
-        f'{SYNTHETIC_NAME} ready in {time.perf_counter() - start:.1f} s: {root}', logger='current')
-    return root
+    return prepare_dataset(root, SYNTHETIC_NAME, SYNTHETIC_VERSION, params, is_ready,
+                           lambda out_dir: _manifest(params, _generate(out_dir, params)))
 
 
 def _generate(out_dir: str, params: dict) -> dict:

@@ -22,19 +22,15 @@ preparation step. Importing this module registers the dataset in mmseg's
 import json
 import os
 import os.path as osp
-import shutil
-import time
 from hashlib import sha256
 from typing import Dict, Optional
 
 import cv2
 import numpy as np
-from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .cache import (default_cache_dir, file_lock, make_temp_dir, publish_dir, read_manifest,
-                    write_manifest)
+from .cache import default_cache_dir, prepare_dataset, read_manifest
 from .synthetic import (_NOISE, SPLITS, SYNTHETIC_CLASSES, _background, _class_quota,
                         _contrasting_colour, _place_shape, check_params)
 
@@ -124,48 +120,17 @@ def prepare_synthetic_seg_dataset(data_root: Optional[str] = None, **params) -> 
     """
     params = check_seg_params(**params)
     root = osp.abspath(osp.expanduser(data_root)) if data_root else default_seg_data_root(params)
-    if is_seg_ready(root, params):
-        return root
-    parent, name = osp.split(root)
-    os.makedirs(parent, exist_ok=True)
-    with file_lock(osp.join(parent, f'.{name}.lock')):
-        if is_seg_ready(root, params):
-            return root
-        if osp.exists(root) and (not osp.isdir(root) or os.listdir(root)):
-            raise FileExistsError(
-                f'data_root {root!r} exists but does not hold the {SYNTHETIC_SEG_NAME} v'
-                f'{SYNTHETIC_SEG_VERSION} dataset with parameters {params}; remove it or pass '
-                'another data_root')
-        print_log(
-            f'Generating the {SYNTHETIC_SEG_NAME} dataset ({params["num_train"]} train + '
-            f'{params["num_val"]} val images) into {root}',
-            logger='current')
-        start = time.perf_counter()
-        tmp_dir = make_temp_dir(root)
-        try:
-            stats = {
-                split: _generate_split(tmp_dir, split, split_id, params)
-                for split_id, split in enumerate(SPLITS)
-            }
-            # The manifest is written last: a folder with one is complete.
-            write_manifest(
-                tmp_dir,
-                dict(
-                    name=SYNTHETIC_SEG_NAME,
-                    version=SYNTHETIC_SEG_VERSION,
-                    params=params,
-                    classes=list(SYNTHETIC_SEG_CLASSES),
-                    splits=stats))
-            published = publish_dir(tmp_dir, root)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
-    if not published and not is_seg_ready(root, params):
-        raise FileExistsError(f'another process wrote a different dataset to {root!r}')
-    print_log(
-        f'{SYNTHETIC_SEG_NAME} ready in {time.perf_counter() - start:.1f} s: {root}',
-        logger='current')
-    return root
+
+    def generate(out_dir: str) -> dict:
+        stats = {
+            split: _generate_split(out_dir, split, split_id, params)
+            for split_id, split in enumerate(SPLITS)
+        }
+        return dict(name=SYNTHETIC_SEG_NAME, version=SYNTHETIC_SEG_VERSION, params=params,
+                    classes=list(SYNTHETIC_SEG_CLASSES), splits=stats)
+
+    return prepare_dataset(root, SYNTHETIC_SEG_NAME, SYNTHETIC_SEG_VERSION, params,
+                           is_seg_ready, generate)
 
 
 def _generate_split(out_dir: str, split: str, split_id: int, params: dict) -> dict:
