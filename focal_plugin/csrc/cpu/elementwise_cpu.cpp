@@ -129,7 +129,9 @@ double run(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_out, scala
     } else {
       eval_row<Loss, kLoss, kGrad, false>(a, i, bad, sink);
     }
-    if (a.soft_target != nullptr && math::VectorizedOps<acc_t>::any(bad)) bad_target.store(true, std::memory_order_relaxed);
+    if (a.soft_target != nullptr && math::VectorizedOps<acc_t>::any(bad)) {
+      bad_target.store(true, std::memory_order_relaxed);
+    }
     return (kLoss && loss_out == nullptr) ? IO::sum(row_sum) : 0.0;
   });
   if (bad_target.load()) report_bad_target<Loss>(a);
