@@ -6,7 +6,7 @@
 // threads give bitwise-identical results.
 //
 // Memory: no N x C temporaries; the only N x C buffers are the outputs (the
-// per-element loss for 'none', the gradient), taken from output_buffer_cache.h
+// per-element loss for 'none', the gradient), taken from cpu_output_cache.h
 // so that their pages are not faulted in afresh every training step.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -18,7 +18,7 @@
 
 #include "../focal_loss_ops.h"
 #include "cpu_kernel_utils.h"
-#include "output_buffer_cache.h"
+#include "cpu_output_cache.h"
 #include "vectorized_ops.h"
 
 namespace focal_plugin {
@@ -149,7 +149,7 @@ struct CpuElementwise {
   template <typename Loss, typename Scalars>
   static at::Tensor forward(const Inputs& in, const Scalars& scalars) {
     check_label_targets<Loss>(in);
-    at::Tensor out = in.sum ? empty_sum(in) : empty_output(in.pred.sizes(), in.pred.options());
+    at::Tensor out = in.sum ? empty_sum(in) : cpu_cache_tensor(in.pred.sizes(), in.pred.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.pred.scalar_type(), Loss::kName, [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto a = make_args<Loss, scalar_t, acc_t>(in, scalars);
@@ -167,8 +167,8 @@ struct CpuElementwise {
   template <typename Loss, typename Scalars>
   static std::tuple<at::Tensor, at::Tensor> with_grad(const Inputs& in, const Scalars& scalars) {
     check_label_targets<Loss>(in);
-    at::Tensor loss = in.sum ? empty_sum(in) : empty_output(in.pred.sizes(), in.pred.options());
-    at::Tensor grad = empty_output(in.pred.sizes(), in.pred.options());
+    at::Tensor loss = in.sum ? empty_sum(in) : cpu_cache_tensor(in.pred.sizes(), in.pred.options());
+    at::Tensor grad = cpu_cache_tensor(in.pred.sizes(), in.pred.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.pred.scalar_type(), Loss::kName, [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto a = make_args<Loss, scalar_t, acc_t>(in, scalars);
@@ -184,7 +184,7 @@ struct CpuElementwise {
   static at::Tensor backward(const at::Tensor& grad_output, const Inputs& in,
                              const Scalars& scalars) {
     check_label_targets<Loss>(in);
-    at::Tensor grad_input = empty_output(in.pred.sizes(), in.pred.options());
+    at::Tensor grad_input = cpu_cache_tensor(in.pred.sizes(), in.pred.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.pred.scalar_type(), Loss::kName, [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto a = make_args<Loss, scalar_t, acc_t>(in, scalars);

@@ -12,7 +12,7 @@
 
 #include "../focal_loss_ops.h"
 #include "cpu_kernel_utils.h"
-#include "output_buffer_cache.h"
+#include "cpu_output_cache.h"
 #include "vectorized_ops.h"
 
 namespace focal_plugin {
@@ -91,7 +91,7 @@ struct CpuSoftmax {
   static at::Tensor backward(const at::Tensor& grad_output, const Inputs& in,
                              const Scalars& scalars) {
     check_label_targets<Loss>(in);
-    at::Tensor grad_input = empty_output(in.pred.sizes(), in.pred.options());
+    at::Tensor grad_input = cpu_cache_tensor(in.pred.sizes(), in.pred.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.pred.scalar_type(), Loss::kName, [&] {
       using acc_t = at::opmath_type<scalar_t>;
       using Vec = Vectorized<acc_t>;

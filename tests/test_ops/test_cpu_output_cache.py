@@ -1,4 +1,4 @@
-"""The CPU output cache: freed large outputs are reused, live ones never are."""
+"""The CPU output cache (cpu_output_cache.h): a freed output is reused, a live one never."""
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

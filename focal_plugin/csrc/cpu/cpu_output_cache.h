@@ -1,4 +1,4 @@
-// A small cache of the large CPU output buffers of the focal_plugin ops.
+// The CPU output cache: a small cache of the large CPU outputs of the focal_plugin ops.
 //
 // A training step's N x C gradient (80 MB at RetinaNet shapes) is a fresh
 // mmap from the system allocator on every call: the first write to each page
@@ -20,12 +20,12 @@ namespace focal_plugin {
 // kMinCachedBytes come from the cache: memory freed by an earlier output of
 // these ops that no tensor uses any more, or a new 2 MiB-aligned block
 // advised for transparent huge pages.
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+at::Tensor cpu_cache_tensor(at::IntArrayRef sizes, const at::TensorOptions& options);
 
 // Frees every cached block. Returns the bytes released.
-int64_t empty_output_cache();
+int64_t empty_cpu_cache();
 
 // Bytes held by cached blocks that no tensor uses.
-int64_t cached_output_bytes();
+int64_t cpu_cache_bytes();
 
 }  // namespace focal_plugin

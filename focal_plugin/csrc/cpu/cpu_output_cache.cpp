@@ -1,5 +1,5 @@
-// See output_buffer_cache.h.
-#include "output_buffer_cache.h"
+// See cpu_output_cache.h.
+#include "cpu_output_cache.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
@@ -140,7 +140,7 @@ void release_block(void* context) {
 
 }  // namespace
 
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+at::Tensor cpu_cache_tensor(at::IntArrayRef sizes, const at::TensorOptions& options) {
   TORCH_INTERNAL_ASSERT(options.device().is_cpu());
   const size_t nbytes = static_cast<size_t>(c10::multiply_integers(sizes)) *
                         c10::elementSize(options.dtype().toScalarType());
@@ -156,15 +156,15 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
       .make_tensor();
 }
 
-int64_t empty_output_cache() { return cache().clear(); }
+int64_t empty_cpu_cache() { return cache().clear(); }
 
-int64_t cached_output_bytes() { return cache().cached_bytes(); }
+int64_t cpu_cache_bytes() { return cache().cached_bytes(); }
 
 TORCH_LIBRARY_FRAGMENT(focal_plugin, m) {
-  // Frees the CPU output blocks kept for reuse (see output_buffer_cache.h);
+  // Frees the CPU output blocks kept for reuse (see cpu_output_cache.h);
   // returns the bytes released. The CPU counterpart of torch.cuda.empty_cache.
-  m.def("empty_cpu_cache() -> int", &empty_output_cache);
-  m.def("cpu_cache_bytes() -> int", &cached_output_bytes);
+  m.def("empty_cpu_cache() -> int", &empty_cpu_cache);
+  m.def("cpu_cache_bytes() -> int", &cpu_cache_bytes);
 }
 
 }  // namespace focal_plugin
