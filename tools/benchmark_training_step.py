@@ -44,18 +44,6 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def strip_pretrained(node) -> None:
-    """Drops ``init_cfg=dict(type='Pretrained', ...)``: no weights are downloaded."""
-    if isinstance(node, dict):
-        if isinstance(node.get('init_cfg'), dict) and node['init_cfg'].get('type') == 'Pretrained':
-            node['init_cfg'] = None
-        for value in node.values():
-            strip_pretrained(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            strip_pretrained(value)
-
-
 def make_batch(size: tuple, batch_size: int, num_classes: int, seed: int) -> dict:
     """A fixed random batch: uint8 images and a few ground-truth boxes each."""
     import torch
@@ -89,6 +77,7 @@ def run_worker(detector: str, variant: str, steps: int, batch_size: int, size: t
 
     from focal_plugin.apis.fuse import fuse_config
     from focal_plugin.apis.focalize import resolve_config_path
+    from focal_plugin.apis.runner_setup import strip_pretrained
 
     register_all_modules()
     import focal_plugin  # noqa: F401  (registers the fused losses)

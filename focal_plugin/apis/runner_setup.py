@@ -55,3 +55,16 @@ def set_local_rank(local_rank: int) -> None:
     """torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def strip_pretrained(node) -> None:
+    """Drops ``init_cfg=dict(type='Pretrained', ...)`` entries in place, for
+    building a config's model where no weights can be downloaded."""
+    if isinstance(node, dict):
+        if isinstance(node.get('init_cfg'), dict) and node['init_cfg'].get('type') == 'Pretrained':
+            node['init_cfg'] = None
+        for value in node.values():
+            strip_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            strip_pretrained(value)

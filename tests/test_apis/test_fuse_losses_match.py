@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 
 from focal_plugin.apis.fuse import FUSED_TWINS, fuse_config
-from test_configs.test_ready_made_configs import strip_pretrained
+from focal_plugin.apis.runner_setup import strip_pretrained
 
 SIZE = 128
 # family -> (config, image size, whether its ground truth needs masks). DINO

@@ -10,24 +10,14 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
+from focal_plugin.apis.runner_setup import strip_pretrained
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # The mmdet configs; configs/mmseg/ has its own tests (test_mmseg_config.py).
 CONFIGS = sorted(
     osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
                                             recursive=True)
     if '_base_' not in p and not osp.relpath(p, ROOT).startswith(osp.join('configs', 'mmseg')))
-
-
-def strip_pretrained(node):
-    """Drops init_cfg=Pretrained entries: no weights can be downloaded here."""
-    if isinstance(node, dict):
-        if isinstance(node.get('init_cfg'), dict) and node['init_cfg'].get('type') == 'Pretrained':
-            node['init_cfg'] = None
-        for value in node.values():
-            strip_pretrained(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            strip_pretrained(value)
 
 
 def test_there_are_ready_made_configs():
