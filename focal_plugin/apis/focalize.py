@@ -24,6 +24,7 @@ PRIOR_PROB = 0.01
 HEAD_CONVERSIONS: Dict[str, Tuple[str, Tuple[str, ...], dict]] = {
     'RetinaHead': ('FocalRetinaHead', ('loss_cls', ), {}),
     'SSDHead': ('FocalSSDHead', ('loss_cls', ), {}),
+    'MiningSSDHead': ('FocalSSDHead', ('loss_cls', ), {}),
     'YOLOV3Head': ('FocalYOLOV3Head', ('loss_cls', 'loss_conf'),
                    dict(loss_xy=dict(reduction='mean'), loss_wh=dict(reduction='mean'))),
 }
