@@ -6,8 +6,10 @@ Imported by ``import focal_plugin`` when mmdet is installed; registers
 from .bccd import BCCD_CLASSES, BCCDDataset, default_bccd_root
 from .synthetic import (DEFAULT_PARAMS, SYNTHETIC_CLASSES, SyntheticShapesDataset,
                         default_data_root, prepare_synthetic_dataset)
+from .synthetic_shapes import SyntheticShapesParams
 
 __all__ = [
     'BCCDDataset', 'BCCD_CLASSES', 'default_bccd_root', 'SyntheticShapesDataset',
-    'SYNTHETIC_CLASSES', 'DEFAULT_PARAMS', 'default_data_root', 'prepare_synthetic_dataset'
+    'SYNTHETIC_CLASSES', 'DEFAULT_PARAMS', 'SyntheticShapesParams', 'default_data_root',
+    'prepare_synthetic_dataset'
 ]

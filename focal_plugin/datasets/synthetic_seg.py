@@ -1,10 +1,11 @@
 """A class-imbalanced semantic segmentation dataset of the synthetic shapes.
 
 ``prepare_synthetic_seg_dataset`` draws the same kind of images as the
-detection dataset of :mod:`focal_plugin.datasets.synthetic` (circles, squares
-and triangles, 8:2:1 by default, on textured backgrounds, with the same
-drawing code) and writes, for each image, its label map (one class index per
-pixel: 0 background, 1 circle, 2 square, 3 triangle), in mmseg's layout::
+detection dataset of :mod:`focal_plugin.datasets.synthetic` (circles,
+squares and triangles, 8:2:1 by default, on textured backgrounds, drawn by
+:mod:`focal_plugin.datasets.synthetic_shapes`) and writes, for each image,
+its label map (one class index per pixel: 0 background, 1 circle, 2 square,
+3 triangle), in mmseg's layout::
 
     <data_root>/
         manifest.json                parameters and version
@@ -22,17 +23,17 @@ preparation step. Importing this module registers the dataset in mmseg's
 import json
 import os
 import os.path as osp
+from dataclasses import asdict
 from hashlib import sha256
 from typing import Dict, Optional
 
-import cv2
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
 from .cache import default_cache_dir, prepare_dataset, read_manifest
-from .synthetic import (_NOISE, SPLITS, SYNTHETIC_CLASSES, _background, _class_quota,
-                        _contrasting_colour, _place_shape, check_params)
+from .synthetic_shapes import (SPLITS, SYNTHETIC_CLASSES, SyntheticShapesParams, generate_images,
+                               write_png)
 
 #: Dataset name, the first part of its default cache folder name.
 SYNTHETIC_SEG_NAME = 'synthetic_shapes_seg'
@@ -42,34 +43,28 @@ SYNTHETIC_SEG_VERSION = 1
 SYNTHETIC_SEG_CLASSES = ('background', ) + SYNTHETIC_CLASSES
 #: Generation parameters of the default dataset: smaller images than the
 #: detection dataset's, so that a segmentation model trains in seconds on a CPU.
-DEFAULT_SEG_PARAMS: Dict[str, object] = dict(
-    num_train=400,
-    num_val=100,
-    img_size=(64, 64),
-    class_ratio=(8, 2, 1),
-    max_objects=3,
-    empty_ratio=0.1,
-    min_size=10,
-    max_size=30,
-    seed=0)
+SEG_PARAMS = SyntheticShapesParams(
+    num_train=400, num_val=100, img_size=(64, 64), max_objects=3, min_size=10, max_size=30)
+#: :data:`SEG_PARAMS` as keyword arguments of :func:`prepare_synthetic_seg_dataset`.
+DEFAULT_SEG_PARAMS: Dict[str, object] = asdict(SEG_PARAMS)
 
 
 def check_seg_params(**params) -> dict:
-    """Validates generation parameters over :data:`DEFAULT_SEG_PARAMS`.
+    """Validates generation parameters over :data:`SEG_PARAMS`.
 
     Args:
-        **params: Any of the parameters of
-            :func:`focal_plugin.datasets.synthetic.check_params`; those not
-            given take the values of :data:`DEFAULT_SEG_PARAMS`.
+        **params: Any fields of
+            :class:`~focal_plugin.datasets.synthetic_shapes.SyntheticShapesParams`;
+            those not given take the values of :data:`SEG_PARAMS`.
 
     Returns:
-        dict: The canonical parameters (tuples as lists, as in the manifest).
+        dict: All the parameters in canonical form (tuples as lists, as in
+        the manifest).
+
+    Raises:
+        TypeError, ValueError: Naming the argument at fault.
     """
-    unknown = sorted(set(params) - set(DEFAULT_SEG_PARAMS))
-    if unknown:
-        raise TypeError(f'unknown generation parameter(s) {unknown}; accepted: '
-                        f'{sorted(DEFAULT_SEG_PARAMS)}')
-    return check_params(**{**DEFAULT_SEG_PARAMS, **params})
+    return SEG_PARAMS.replace(**params).to_dict()
 
 
 def default_seg_data_root(params: Optional[dict] = None) -> str:
@@ -85,7 +80,7 @@ def default_seg_data_root(params: Optional[dict] = None) -> str:
         parameters, with a short hash of the parameters appended otherwise.
     """
     name = f'{SYNTHETIC_SEG_NAME}_v{SYNTHETIC_SEG_VERSION}'
-    if params is not None and params != check_seg_params():
+    if params is not None and params != SEG_PARAMS.to_dict():
         digest = sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
         name = f'{name}_{digest}'
     return osp.join(default_cache_dir(), name)
@@ -118,56 +113,43 @@ def prepare_synthetic_seg_dataset(data_root: Optional[str] = None, **params) -> 
         FileExistsError: If ``data_root`` exists and holds anything other than
             this dataset generated with ``params`` (it is never overwritten).
     """
-    params = check_seg_params(**params)
-    root = osp.abspath(osp.expanduser(data_root)) if data_root else default_seg_data_root(params)
+    checked = SEG_PARAMS.replace(**params)
+    manifest_params = checked.to_dict()
+    root = (
+        osp.abspath(osp.expanduser(data_root))
+        if data_root else default_seg_data_root(manifest_params))
 
     def generate(out_dir: str) -> dict:
-        stats = {
-            split: _generate_split(out_dir, split, split_id, params)
-            for split_id, split in enumerate(SPLITS)
-        }
-        return dict(name=SYNTHETIC_SEG_NAME, version=SYNTHETIC_SEG_VERSION, params=params,
-                    classes=list(SYNTHETIC_SEG_CLASSES), splits=stats)
+        stats = {split: _write_split(out_dir, split, checked) for split in SPLITS}
+        return dict(
+            name=SYNTHETIC_SEG_NAME,
+            version=SYNTHETIC_SEG_VERSION,
+            params=manifest_params,
+            classes=list(SYNTHETIC_SEG_CLASSES),
+            splits=stats)
 
-    return prepare_dataset(root, SYNTHETIC_SEG_NAME, SYNTHETIC_SEG_VERSION, params,
+    return prepare_dataset(root, SYNTHETIC_SEG_NAME, SYNTHETIC_SEG_VERSION, manifest_params,
                            is_seg_ready, generate)
 
 
-def _generate_split(out_dir: str, split: str, split_id: int, params: dict) -> dict:
+def _write_split(out_dir: str, split: str, params: SyntheticShapesParams) -> dict:
     """Writes one split's images and label maps; returns its pixel counts per class."""
     img_dir, ann_dir = osp.join(out_dir, 'img_dir', split), osp.join(out_dir, 'ann_dir', split)
     os.makedirs(img_dir)
     os.makedirs(ann_dir)
-    rng = np.random.default_rng([params['seed'], split_id])
-    num_images = params[f'num_{split}']
-    w, h = params['img_size']
-    empty = rng.random(num_images) < params['empty_ratio']
-    counts = np.where(empty, 0, rng.integers(1, params['max_objects'] + 1, num_images))
-    quota = _class_quota(int(counts.sum()), params['class_ratio'])
-    labels = rng.permutation(np.repeat(np.arange(len(SYNTHETIC_CLASSES)), quota))
+    w, h = params.img_size
     pixels = np.zeros(len(SYNTHETIC_SEG_CLASSES), np.int64)
-    next_label = 0
-    for index in range(num_images):
-        img = _background(rng, w, h)
+    for index, (img, shapes) in enumerate(generate_images(params, split)):
         label_map = np.zeros((h, w), np.uint8)
-        boxes = []
-        for label in labels[next_label:next_label + counts[index]]:
-            mask = _place_shape(rng, int(label), boxes, w, h, params)
-            ys, xs = np.nonzero(mask)
-            x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-            boxes.append((x1, y1, x2, y2))
-            img[mask] = _contrasting_colour(rng, img[y1:y2, x1:x2])
-            label_map[mask] = int(label) + 1  # a later shape covers an earlier one
-        next_label += counts[index]
-        img += rng.integers(-_NOISE, _NOISE + 1, img.shape, dtype=np.int16)
+        for shape in shapes:
+            label_map[shape.mask] = shape.label + 1  # a later shape covers an earlier one
         pixels += np.bincount(label_map.ravel(), minlength=len(SYNTHETIC_SEG_CLASSES))
         file_name = f'{index:05d}.png'
-        bgr = np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8)[..., ::-1])
-        for path, array in ((osp.join(img_dir, file_name), bgr),
-                            (osp.join(ann_dir, file_name), label_map)):
-            if not cv2.imwrite(path, array, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-                raise OSError(f'could not write {path}')
-    return dict(images=num_images, pixels=dict(zip(SYNTHETIC_SEG_CLASSES, pixels.tolist())))
+        write_png(osp.join(img_dir, file_name), img)
+        write_png(osp.join(ann_dir, file_name), label_map)
+    return dict(
+        images=getattr(params, f'num_{split}'),
+        pixels=dict(zip(SYNTHETIC_SEG_CLASSES, pixels.tolist())))
 
 
 @DATASETS.register_module()
@@ -181,7 +163,7 @@ class SyntheticShapesSegDataset(BaseSegDataset):
         split (str): 'train' or 'val'; picks the image and label folders when
             ``data_prefix`` is not given. Defaults to 'train'.
         generator_cfg (dict, optional): Generation parameters (see
-            :func:`check_seg_params`); None means the defaults, or, when
+            :func:`check_seg_params`); None means :data:`SEG_PARAMS`, or, when
             ``data_root`` already holds the dataset, whatever it was
             generated with. Defaults to None.
         data_root (str, optional): Dataset folder; None means the cache folder

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import focal_plugin  # noqa: F401  (registers the datasets)
-from focal_plugin.datasets import cache, synthetic
+from focal_plugin.datasets import cache, synthetic, synthetic_shapes
 from focal_plugin.datasets.synthetic import (SYNTHETIC_CLASSES, default_data_root,
                                              prepare_synthetic_dataset)
 
@@ -76,7 +76,7 @@ def test_existing_dataset_is_reused(tmp_path, monkeypatch):
     def _fail(*args, **kwargs):
         raise AssertionError('the dataset was generated again')
 
-    monkeypatch.setattr(synthetic, '_generate', _fail)
+    monkeypatch.setattr(synthetic, 'write_dataset', _fail)
     assert prepare_synthetic_dataset(str(tmp_path / 'e'), **SMALL) == root
     assert {p: os.stat(osp.join(root, p)).st_mtime_ns for p in _files(root)} == before
 
@@ -107,7 +107,7 @@ def test_cache_folder_follows_env_and_params(tmp_path, monkeypatch):
 
 
 def test_interrupted_generation_leaves_no_folder(tmp_path, monkeypatch):
-    real_imwrite = synthetic.cv2.imwrite
+    real_imwrite = synthetic_shapes.cv2.imwrite
     calls = []
 
     def _interrupt(*args, **kwargs):
@@ -116,12 +116,12 @@ def test_interrupted_generation_leaves_no_folder(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_imwrite(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic.cv2, 'imwrite', _interrupt)
+    monkeypatch.setattr(synthetic_shapes.cv2, 'imwrite', _interrupt)
     with pytest.raises(KeyboardInterrupt):
         prepare_synthetic_dataset(str(tmp_path / 'g'), **SMALL)
     assert not (tmp_path / 'g').exists()
     assert not [p for p in os.listdir(tmp_path) if '.tmp-' in p]
-    monkeypatch.setattr(synthetic.cv2, 'imwrite', real_imwrite)
+    monkeypatch.setattr(synthetic_shapes.cv2, 'imwrite', real_imwrite)
     assert synthetic.is_ready(prepare_synthetic_dataset(str(tmp_path / 'g'), **SMALL))
 
 

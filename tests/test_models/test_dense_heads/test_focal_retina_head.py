@@ -1,6 +1,5 @@
 """FocalRetinaHead: mmdet's dense-head unit tests, the all-reduced avg_factor,
 equality with RetinaHead + FocalLoss, and a RetinaNet config that builds with it."""
-import math
 import os
 import socket
 
@@ -11,55 +10,58 @@ import torch.multiprocessing as mp
 
 pytest.importorskip('mmdet')
 
-from mmdet.models.dense_heads import RetinaHead  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from .head_test_utils import assert_trainable, gt, total  # noqa: E402
-import focal_plugin  # noqa: E402,F401
+from .head_test_utils import (  # noqa: E402
+    assert_dicts_close, assert_empty_and_one_box_gt_losses, assert_predicts_detections,
+    assert_trainable, build_dense_head, gt, img_metas, mmdet_config_path, prior_bias, random_feats,
+    scale_all_reduced_count, strided_sizes, summed_losses)
 from focal_plugin.models.dense_heads import FocalRetinaHead  # noqa: E402
 from focal_plugin.models.dense_heads import utils as head_utils  # noqa: E402
 from focal_plugin.models.losses import FusedFocalLoss  # noqa: E402
 
 S = 256
-IMG_METAS = [{'img_shape': (S, S, 3), 'pad_shape': (S, S, 3), 'scale_factor': (1.0, 1.0)}]
-TRAIN_CFG = dict(
-    assigner=dict(
-        type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0, ignore_iof_thr=-1),
-    sampler=dict(type='PseudoSampler'),
-    allowed_border=-1,
-    pos_weight=-1,
-    debug=False)
-TEST_CFG = dict(
-    nms_pre=1000,
-    min_bbox_size=0,
-    score_thr=0.05,
-    nms=dict(type='nms', iou_threshold=0.5),
-    max_per_img=100)
+IMG_METAS = img_metas(S)
+HEAD = dict(
+    type='FocalRetinaHead',
+    num_classes=4,
+    in_channels=1,
+    feat_channels=8,
+    stacked_convs=1,
+    train_cfg=dict(
+        assigner=dict(
+            type='MaxIoUAssigner',
+            pos_iou_thr=0.5,
+            neg_iou_thr=0.4,
+            min_pos_iou=0,
+            ignore_iof_thr=-1),
+        sampler=dict(type='PseudoSampler'),
+        allowed_border=-1,
+        pos_weight=-1,
+        debug=False),
+    test_cfg=dict(
+        nms_pre=1000,
+        min_bbox_size=0,
+        score_thr=0.05,
+        nms=dict(type='nms', iou_threshold=0.5),
+        max_per_img=100))
 
 
-def build_head(**kwargs):
-    cfg = dict(
-        type='FocalRetinaHead',
-        num_classes=4,
-        in_channels=1,
-        feat_channels=8,
-        stacked_convs=1,
-        train_cfg=Config(TRAIN_CFG),
-        test_cfg=Config(TEST_CFG))
-    cfg.update(kwargs)
-    head = MODELS.build(cfg)
-    head.init_weights()
-    return head
+def build_head(**overrides):
+    """A FocalRetinaHead from HEAD, updated with ``overrides``."""
+    return build_dense_head(HEAD, **overrides)
 
 
 def forward(head):
-    feats = [torch.rand(1, 1, S // 2**(i + 3), S // 2**(i + 3)) for i in range(5)]
-    return head.forward(feats)
+    """The head's outputs on random maps of the 5 levels (strides 8 to 128)."""
+    return head.forward(random_feats(strided_sizes(head, S), head.in_channels))
 
 
 def test_defaults_to_fused_focal_loss():
+    """Without a loss_cls the head uses FusedFocalLoss with sigmoid outputs,
+    one channel per class and none for the background."""
     head = build_head()
     assert isinstance(head, FocalRetinaHead) and isinstance(head.loss_cls, FusedFocalLoss)
     assert head.use_sigmoid_cls and head.cls_out_channels == 4
@@ -67,10 +69,11 @@ def test_defaults_to_fused_focal_loss():
 
 @pytest.mark.parametrize('prior_prob', [0.01, 0.2])
 def test_classification_bias_starts_at_prior(prior_prob):
+    """The classification bias starts at -log((1 - pi) / pi), the box bias at 0,
+    and the first classification scores at probability ~pi."""
     head = build_head(prior_prob=prior_prob)
-    expected = -math.log((1 - prior_prob) / prior_prob)
     torch.testing.assert_close(head.retina_cls.bias.detach(),
-                               torch.full_like(head.retina_cls.bias, expected))
+                               torch.full_like(head.retina_cls.bias, prior_bias(prior_prob)))
     assert torch.allclose(head.retina_reg.bias, torch.zeros(1))  # untouched
     cls_scores, _ = forward(head)
     # Tiny weights: every output starts at probability ~prior_prob.
@@ -79,78 +82,66 @@ def test_classification_bias_starts_at_prior(prior_prob):
 
 @pytest.mark.parametrize('bad', [0.0, 1.0, -0.1, '0.01'])
 def test_bad_prior_prob(bad):
+    """A prior_prob outside (0, 1), or not a number, is refused with a clear error."""
     with pytest.raises((ValueError, TypeError), match=r'prior_prob must be a float in \(0, 1\)'):
         build_head(prior_prob=bad)
 
 
 def test_loss_empty_and_non_empty_ground_truth():
+    """No object: only a classification loss (every anchor is background).
+    One box: classification and box losses, with finite gradients."""
     head = build_head()
-    cls_scores, bbox_preds = forward(head)
-    empty = total(head.loss_by_feat(cls_scores, bbox_preds, [gt(empty=True)], IMG_METAS))
-    # No objects: every anchor is background, so only a classification loss.
-    assert empty['loss_cls'].item() > 0
-    assert empty['loss_bbox'].item() == 0
-    one = total(head.loss_by_feat(cls_scores, bbox_preds, [gt(empty=False)], IMG_METAS))
-    assert one['loss_cls'].item() > 0
-    assert one['loss_bbox'].item() > 0
-    assert_trainable(head, one)
+    one_box = assert_empty_and_one_box_gt_losses(
+        head, forward(head), IMG_METAS, trained_without_objects=('loss_cls', ))
+    assert_trainable(head, one_box)
 
 
 def test_predict_returns_consistent_boxes_scores_labels():
+    """predict_by_feat gives detections with consistent boxes, scores and labels."""
     head = build_head(prior_prob=0.3)  # scores above score_thr, so there are detections
-    cls_scores, bbox_preds = forward(head)
-    (result, ) = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=IMG_METAS)
-    n = len(result)
-    assert n > 0
-    assert result.bboxes.shape == (n, 4)
-    assert result.scores.shape == (n, ) and result.labels.shape == (n, )
-    assert ((result.scores >= 0.05) & (result.scores <= 1)).all()
-    assert ((result.labels >= 0) & (result.labels < 4)).all()
+    assert_predicts_detections(head, forward(head), IMG_METAS)
 
 
 def test_equals_mmdet_retina_head_with_focal_loss():
-    # The same weights and targets give RetinaHead + mmdet's FocalLoss's losses.
+    """With the same weights and inputs, the losses equal those of mmdet's
+    RetinaHead with its FocalLoss (gamma 2, alpha 0.25), with and without objects."""
     ours = build_head()
-    theirs = RetinaHead(
-        num_classes=4,
-        in_channels=1,
-        feat_channels=8,
-        stacked_convs=1,
-        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-        train_cfg=Config(TRAIN_CFG),
-        test_cfg=Config(TEST_CFG))
+    theirs = build_dense_head(
+        HEAD,
+        type='RetinaHead',
+        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0))
     theirs.load_state_dict(ours.state_dict())
-    cls_scores, bbox_preds = forward(ours)
+    outs = forward(ours)
     for empty in (True, False):
-        a = total(ours.loss_by_feat(cls_scores, bbox_preds, [gt(empty)], IMG_METAS))
-        b = total(theirs.loss_by_feat(cls_scores, bbox_preds, [gt(empty)], IMG_METAS))
-        for name in ('loss_cls', 'loss_bbox'):
-            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-8)
+        assert_dicts_close(
+            summed_losses(ours, outs, [gt(empty)], IMG_METAS),
+            summed_losses(theirs, outs, [gt(empty)], IMG_METAS),
+            rtol=1e-5,
+            atol=1e-8)
 
 
 def test_avg_factor_is_the_positive_count_averaged_over_ranks(monkeypatch):
+    """The losses are divided by this rank's positive count averaged over all
+    ranks, not by the local count."""
     head = build_head()
-    cls_scores, bbox_preds = forward(head)
+    outs = forward(head)
+    cls_scores, _ = outs
     gts = [gt(empty=False)]
-    local = total(head.loss_by_feat(cls_scores, bbox_preds, gts, IMG_METAS))
+    local = summed_losses(head, outs, gts, IMG_METAS)
     anchors, valid = head.get_anchors([c.shape[-2:] for c in cls_scores], IMG_METAS, 'cpu')
     num_pos = float(head.get_targets(anchors, valid, gts, IMG_METAS)[4])
     assert num_pos >= 1
 
-    seen = []
-
-    def fake_reduce_mean(tensor):  # as if the other ranks had 4x as many positives
-        seen.append(tensor.clone())
-        return tensor * 4.0
-
-    monkeypatch.setattr(head_utils, 'reduce_mean', fake_reduce_mean)
-    reduced = total(head.loss_by_feat(cls_scores, bbox_preds, gts, IMG_METAS))
+    # As if the other ranks had 4x as many positives.
+    seen = scale_all_reduced_count(monkeypatch, 4.0)
+    reduced = summed_losses(head, outs, gts, IMG_METAS)
     assert seen and float(seen[0]) == num_pos  # this rank's count went into the all-reduce
-    for name in ('loss_cls', 'loss_bbox'):
-        torch.testing.assert_close(reduced[name], local[name] / 4.0, rtol=1e-5, atol=0)
+    expected = {name: loss / 4.0 for name, loss in local.items()}
+    assert_dicts_close(reduced, expected, rtol=1e-5, atol=0)
 
 
 def test_avg_factor_is_at_least_one(monkeypatch):
+    """No positive on any rank still divides by 1, not 0."""
     monkeypatch.setattr(head_utils, 'reduce_mean', lambda tensor: tensor * 0.0)
     assert float(head_utils.all_reduced_avg_factor(3, 'cpu')) == 1.0
 
@@ -165,6 +156,7 @@ def _all_reduce_worker(rank, world_size, port, counts, results):
 
 
 def test_all_reduced_avg_factor_across_two_gloo_ranks():
+    """Two real gloo ranks with 5 and 0 positives both divide by 2.5."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
@@ -177,10 +169,9 @@ def test_all_reduced_avg_factor_across_two_gloo_ranks():
 
 
 def test_retinanet_config_builds_with_focal_retina_head(tmp_path):
-    import mmdet
-    base = os.path.join(
-        os.path.dirname(mmdet.__file__), '.mim', 'configs', 'retinanet',
-        'retinanet_r18_fpn_1x_coco.py')
+    """A config that inherits mmdet's RetinaNet and swaps in FocalRetinaHead and
+    FusedFocalLoss builds, keeping the rest of the head's settings."""
+    base = mmdet_config_path('retinanet', 'retinanet_r18_fpn_1x_coco.py')
     config = tmp_path / 'retinanet_r18_fpn_focal.py'
     config.write_text(f"""_base_ = {base!r}
 custom_imports = dict(imports=['focal_plugin'], allow_failed_imports=False)

@@ -1,8 +1,5 @@
 """FocalSSDHead: mmdet's dense-head unit tests, sigmoid classification without a
 background channel, focal loss over all anchors, and SSD300's config."""
-import math
-import os
-
 import pytest
 import torch
 
@@ -11,14 +8,15 @@ pytest.importorskip('mmdet')
 from mmdet.registry import MODELS  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from .head_test_utils import assert_trainable, gt, total  # noqa: E402
-import focal_plugin  # noqa: E402,F401
+from .head_test_utils import (  # noqa: E402
+    assert_dicts_close, assert_empty_and_one_box_gt_losses, assert_predicts_detections,
+    assert_trainable, build_dense_head, gt, img_metas, mmdet_config_path, prior_bias, random_feats,
+    scale_all_reduced_count, summed_losses)
 from focal_plugin.models.dense_heads import FocalSSDHead  # noqa: E402
-from focal_plugin.models.dense_heads import utils as head_utils  # noqa: E402
 from focal_plugin.models.losses import FusedFocalLoss  # noqa: E402
 
 S = 300
-IMG_METAS = [{'img_shape': (S, S, 3), 'pad_shape': (S, S, 3), 'scale_factor': (1.0, 1.0)}]
+IMG_METAS = img_metas(S)
 FEATMAP_SIZES = [(size, size) for size in (38, 19, 10, 5, 3, 1)]
 # SSD300's training config, hard-negative mining ratio included.
 TRAIN_CFG = dict(
@@ -35,39 +33,39 @@ TRAIN_CFG = dict(
     pos_weight=-1,
     neg_pos_ratio=3,
     debug=False)
-TEST_CFG = dict(
-    nms_pre=1000,
-    nms=dict(type='nms', iou_threshold=0.45),
-    min_bbox_size=0,
-    score_thr=0.02,
-    max_per_img=200)
+HEAD = dict(
+    type='FocalSSDHead',
+    num_classes=4,
+    in_channels=(1, 1, 1, 1, 1, 1),
+    anchor_generator=dict(
+        type='SSDAnchorGenerator',
+        scale_major=False,
+        input_size=S,
+        basesize_ratio_range=(0.15, 0.9),
+        strides=[8, 16, 32, 64, 100, 300],
+        ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]]),
+    train_cfg=TRAIN_CFG,
+    test_cfg=dict(
+        nms_pre=1000,
+        nms=dict(type='nms', iou_threshold=0.45),
+        min_bbox_size=0,
+        score_thr=0.02,
+        max_per_img=200))
 
 
-def build_head(train_cfg=TRAIN_CFG, **kwargs):
-    cfg = dict(
-        type='FocalSSDHead',
-        num_classes=4,
-        in_channels=(1, 1, 1, 1, 1, 1),
-        anchor_generator=dict(
-            type='SSDAnchorGenerator',
-            scale_major=False,
-            input_size=S,
-            basesize_ratio_range=(0.15, 0.9),
-            strides=[8, 16, 32, 64, 100, 300],
-            ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]]),
-        train_cfg=Config(train_cfg),
-        test_cfg=Config(TEST_CFG))
-    cfg.update(kwargs)
-    head = MODELS.build(cfg)
-    head.init_weights()
-    return head
+def build_head(**overrides):
+    """A FocalSSDHead from HEAD, updated with ``overrides``."""
+    return build_dense_head(HEAD, **overrides)
 
 
 def forward(head):
-    return head.forward([torch.rand(1, 1, h, w) for h, w in FEATMAP_SIZES])
+    """The head's outputs on random maps of SSD300's 6 levels."""
+    return head.forward(random_feats(FEATMAP_SIZES, head.in_channels))
 
 
 def test_sigmoid_classification_without_background_channel():
+    """FusedFocalLoss with sigmoid outputs: one classification channel per
+    class and prior, none for the background."""
     head = build_head()
     assert isinstance(head.loss_cls, FusedFocalLoss)
     assert head.use_sigmoid_cls and head.cls_out_channels == 4
@@ -79,31 +77,32 @@ def test_sigmoid_classification_without_background_channel():
 
 @pytest.mark.parametrize('prior_prob', [0.01, 0.1])
 def test_classification_bias_starts_at_prior(prior_prob):
+    """Every level's classification bias starts at -log((1 - pi) / pi), its box
+    bias at 0."""
     head = build_head(prior_prob=prior_prob)
-    expected = -math.log((1 - prior_prob) / prior_prob)
     for cls_conv, reg_conv in zip(head.cls_convs, head.reg_convs):
         torch.testing.assert_close(cls_conv[-1].bias.detach(),
-                                   torch.full_like(cls_conv[-1].bias, expected))
+                                   torch.full_like(cls_conv[-1].bias, prior_bias(prior_prob)))
         assert (reg_conv[-1].bias == 0).all()  # SSD's Xavier init, bias 0
 
 
 def test_loss_empty_and_non_empty_ground_truth():
+    """No object: only a classification loss (every anchor is background).
+    One box: classification and box losses, with finite gradients."""
     head = build_head()
-    cls_scores, bbox_preds = forward(head)
-    empty = total(head.loss_by_feat(cls_scores, bbox_preds, [gt(empty=True)], IMG_METAS))
-    assert empty['loss_cls'].item() > 0
-    assert empty['loss_bbox'].item() == 0
-    one = total(head.loss_by_feat(cls_scores, bbox_preds, [gt(empty=False)], IMG_METAS))
-    assert one['loss_cls'].item() > 0
-    assert one['loss_bbox'].item() > 0
-    assert_trainable(head, one)
+    one_box = assert_empty_and_one_box_gt_losses(
+        head, forward(head), IMG_METAS, trained_without_objects=('loss_cls', ))
+    assert_trainable(head, one_box)
 
 
 def test_focal_loss_over_all_anchors_without_hard_negative_mining():
+    """The classification loss is the focal loss over every anchor divided by
+    the positive count; train_cfg.neg_pos_ratio changes nothing."""
     head = build_head()
-    cls_scores, bbox_preds = forward(head)
+    outs = forward(head)
+    cls_scores, _ = outs
     gts = [gt(empty=False)]
-    loss_cls = total(head.loss_by_feat(cls_scores, bbox_preds, gts, IMG_METAS))['loss_cls']
+    loss_cls = summed_losses(head, outs, gts, IMG_METAS)['loss_cls']
     anchors, valid = head.get_anchors(FEATMAP_SIZES, IMG_METAS, 'cpu')
     labels, label_weights, _, _, avg_factor = head.get_targets(anchors, valid, gts, IMG_METAS)
     all_scores = torch.cat([s.permute(0, 2, 3, 1).reshape(-1, 4) for s in cls_scores])
@@ -119,34 +118,31 @@ def test_focal_loss_over_all_anchors_without_hard_negative_mining():
     no_mining_cfg = {k: v for k, v in TRAIN_CFG.items() if k != 'neg_pos_ratio'}
     other = build_head(train_cfg=no_mining_cfg)
     other.load_state_dict(head.state_dict())
-    torch.testing.assert_close(
-        total(other.loss_by_feat(cls_scores, bbox_preds, gts, IMG_METAS))['loss_cls'], loss_cls)
+    torch.testing.assert_close(summed_losses(other, outs, gts, IMG_METAS)['loss_cls'], loss_cls)
 
 
 def test_avg_factor_is_the_positive_count_averaged_over_ranks(monkeypatch):
+    """Both losses are divided by the positive count averaged over all ranks."""
     head = build_head()
-    cls_scores, bbox_preds = forward(head)
+    outs = forward(head)
     gts = [gt(empty=False)]
-    local = total(head.loss_by_feat(cls_scores, bbox_preds, gts, IMG_METAS))
-    monkeypatch.setattr(head_utils, 'reduce_mean', lambda tensor: tensor * 2.0)
-    reduced = total(head.loss_by_feat(cls_scores, bbox_preds, gts, IMG_METAS))
-    for name in ('loss_cls', 'loss_bbox'):
-        torch.testing.assert_close(reduced[name], local[name] / 2.0, rtol=1e-5, atol=0)
+    local = summed_losses(head, outs, gts, IMG_METAS)
+    # As if the other ranks had twice as many positives.
+    scale_all_reduced_count(monkeypatch, 2.0)
+    reduced = summed_losses(head, outs, gts, IMG_METAS)
+    expected = {name: loss / 2.0 for name, loss in local.items()}
+    assert_dicts_close(reduced, expected, rtol=1e-5, atol=0)
 
 
 def test_predict_returns_consistent_boxes_scores_labels():
+    """predict_by_feat gives detections with consistent boxes, scores and labels."""
     head = build_head(prior_prob=0.1)  # scores above score_thr, so there are detections
-    cls_scores, bbox_preds = forward(head)
-    (result, ) = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=IMG_METAS)
-    n = len(result)
-    assert n > 0
-    assert result.bboxes.shape == (n, 4)
-    assert result.scores.shape == (n, ) and result.labels.shape == (n, )
-    assert ((result.scores >= 0.02) & (result.scores <= 1)).all()
-    assert ((result.labels >= 0) & (result.labels < 4)).all()
+    assert_predicts_detections(head, forward(head), IMG_METAS)
 
 
 def test_box_loss_takes_smoothl1_beta_from_train_cfg():
+    """The default SmoothL1 box loss takes train_cfg.smoothl1_beta, as SSDHead
+    does; an explicit loss_bbox is used as given."""
     head = build_head(train_cfg=dict(TRAIN_CFG, smoothl1_beta=0.5))
     assert head.loss_bbox.beta == 0.5
     head = build_head(loss_bbox=dict(type='L1Loss', loss_weight=2.0))
@@ -154,14 +150,15 @@ def test_box_loss_takes_smoothl1_beta_from_train_cfg():
 
 
 def test_softmax_loss_is_refused():
+    """A softmax classification loss is refused: the head has no background channel."""
     with pytest.raises(ValueError, match='loss_cls must have use_sigmoid=True'):
         build_head(loss_cls=dict(type='FusedFocalLoss', use_sigmoid=False))
 
 
 def test_ssd300_config_builds_with_the_type_swapped():
-    import mmdet
-    path = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs', 'ssd', 'ssd300_coco.py')
-    cfg = Config.fromfile(path)
+    """mmdet's SSD300 head config builds as FocalSSDHead with only its type
+    changed, and keeps the config's smoothl1_beta."""
+    cfg = Config.fromfile(mmdet_config_path('ssd', 'ssd300_coco.py'))
     head_cfg = cfg.model.bbox_head
     head_cfg.type = 'FocalSSDHead'
     head_cfg.in_channels = (1, ) * 6  # keep the test light; the rest is SSD300's
