@@ -18,12 +18,16 @@ READY_MADE = {
     'configs/yolo/focal-yolov3_d53_8xb8-320-273e_coco.py':
     'mmdet::yolo/yolov3_d53_8xb8-320-273e_coco.py',
     'configs/atss/atss_r50_fpn_fused-focal_1x_coco.py': 'mmdet::atss/atss_r50_fpn_1x_coco.py',
+    # A local source: mmdet's SSDHead with mining (MiningSSDHead) on BCCD.
+    'configs/ssd/focal-ssdlite_mobilenetv2-tiny_2k_bccd.py':
+    'configs/ssd/ssdlite_mobilenetv2-tiny_2k_bccd.py',
 }
 
 
 @pytest.mark.parametrize('config,source', sorted(READY_MADE.items()))
 def test_ready_made_config_is_focalize_output(config, source):
     with open(osp.join(ROOT, config)) as f:
+        source = source if source.startswith('mmdet::') else osp.join(ROOT, source)
         assert f.read() == focalize(source, osp.join(ROOT, config))
 
 

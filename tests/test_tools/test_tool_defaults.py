@@ -15,9 +15,15 @@ def _load(relative: str):
     return module
 
 
-def test_gamma_ablation_default_config_exists():
-    module = _load('tools/experiments/gamma_ablation.py')
+@pytest.mark.parametrize('tool', ['gamma_ablation', 'ohem_vs_focal'])
+def test_experiment_default_config_exists(tool):
+    module = _load(f'tools/experiments/{tool}.py')
     assert Path(module.DEFAULT_CONFIG).is_file(), module.DEFAULT_CONFIG
+
+
+def test_ohem_vs_focal_default_config_mines_hard_negatives():
+    module = _load('tools/experiments/ohem_vs_focal.py')
+    module.check_mining_config(module.DEFAULT_CONFIG)  # raises if it does not
 
 
 def test_benchmark_default_cases_parse_and_target_cases_are_defaults():

@@ -165,3 +165,30 @@ def test_ssd300_config_builds_with_the_type_swapped():
     head = MODELS.build(dict(head_cfg, train_cfg=cfg.model.train_cfg, test_cfg=cfg.model.test_cfg))
     assert isinstance(head, FocalSSDHead) and head.cls_out_channels == 80
     assert head.loss_bbox.beta == cfg.model.train_cfg.smoothl1_beta
+
+
+def test_mining_ssd_head_trains_as_ssd_head_and_predicts():
+    """MiningSSDHead gives SSDHead's losses (softmax cross-entropy with
+    hard-negative mining) for the same weights and inputs, with and without
+    objects, and its predict_by_feat returns boxes where SSDHead's fails on
+    the loss_cls it never sets (mmdet 3.3.0)."""
+    from focal_plugin.models.dense_heads import MiningSSDHead
+    mining = build_dense_head(HEAD, type='MiningSSDHead')
+    stock = build_dense_head(HEAD, type='SSDHead')
+    stock.load_state_dict(mining.state_dict())
+    assert type(mining) is MiningSSDHead and mining.loss_cls is None
+    assert mining.cls_out_channels == 5  # softmax: the background channel is kept
+    outs = forward(mining)
+    for empty in (True, False):
+        assert_dicts_close(
+            summed_losses(mining, outs, [gt(empty)], IMG_METAS),
+            summed_losses(stock, outs, [gt(empty)], IMG_METAS),
+            rtol=0,
+            atol=0)
+    # Mining keeps neg_pos_ratio negatives per positive: an image without
+    # objects trains nothing, unlike the focal loss over all anchors.
+    assert_empty_and_one_box_gt_losses(mining, outs, IMG_METAS, trained_without_objects=())
+    assert_predicts_detections(mining, outs, IMG_METAS)
+    if not hasattr(stock, 'loss_cls'):  # mmdet versions with the bug
+        with pytest.raises(AttributeError, match='loss_cls'):
+            stock.predict_by_feat(*outs, batch_img_metas=IMG_METAS)
