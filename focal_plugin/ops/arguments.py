@@ -1,5 +1,9 @@
 """Argument checks and normalisation shared by the fused ops and the reference.
 
+Each argument is checked by one function here. The losses of
+:mod:`focal_plugin.models` call the same functions on their config at build
+time, so that a bad config fails there with the message the op would give.
+
 Every check raises an error that names the argument and what was expected.
 None of them reads tensor values from the device (no ``.item()``): label,
 score and target values are checked by the kernels (CPU: ValueError; CUDA:
@@ -37,9 +41,17 @@ class FocalArgs(NamedTuple):
     ignore_index: int
 
 
+def check_tensor(value: Optional[torch.Tensor], name: str, optional: bool = False) -> None:
+    """Checks that ``value`` is a tensor (or None, if ``optional``)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, torch.Tensor):
+        expected = 'None or a torch.Tensor' if optional else 'a torch.Tensor'
+        raise TypeError(f'{name} must be {expected}, got {type(value).__name__}')
+
+
 def check_pred(pred: torch.Tensor, name: str = 'pred') -> None:
-    if not isinstance(pred, torch.Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(pred).__name__}')
+    check_tensor(pred, name)
     if pred.dim() != 2:
         raise ValueError(f'{name} must be a 2-D tensor of logits (N, C), got shape '
                          f'{tuple(pred.shape)}')
@@ -77,30 +89,48 @@ def check_nonnegative(value: float, name: str) -> float:
     return value
 
 
-def check_gamma(gamma: float) -> float:
-    return check_nonnegative(gamma, 'gamma')
-
-
-def check_unit_interval(value: float, name: str) -> float:
-    """Checks a real number in [0, 1]; a traced one is returned unchanged."""
-    if _traced(value):
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f'{name} must be a real number in [0, 1], got {value!r}')
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f'{name} must be in [0, 1], got {value!r}')
-    return float(value)
-
-
 def check_bool(value: bool, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f'{name} must be True or False, got {value!r}')
     return value
 
 
-def check_reduction(reduction: str, avg_factor: AvgFactor) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+class InvalidReductionError(ValueError, AssertionError):
+    """An unknown reduction name.
+
+    mmdet's losses assert on ``reduction_override``; deriving from both
+    ValueError and AssertionError keeps code that expects either working.
+    """
+
+
+def check_reduction(reduction: Optional[str],
+                    name: str = 'reduction',
+                    optional: bool = False) -> Optional[str]:
+    """Checks a reduction name: the ops' ``reduction``, the losses' config
+    ``reduction`` and their ``forward``'s ``reduction_override``.
+
+    Args:
+        reduction (str, optional): 'none', 'mean' or 'sum'.
+        name (str): The argument's name in the error. Defaults to 'reduction'.
+        optional (bool): Whether None is accepted too (mmdet's
+            ``reduction_override``, where None keeps the loss's reduction).
+            Defaults to False.
+
+    Returns:
+        str, optional: ``reduction``, unchanged.
+
+    Raises:
+        InvalidReductionError: For any other value.
+    """
+    accepted = ((None, ) if optional else ()) + REDUCTIONS
+    if reduction not in accepted:
+        raise InvalidReductionError(f'{name} must be one of {accepted}, got {reduction!r}')
+    return reduction
+
+
+def check_avg_factor(avg_factor: AvgFactor, reduction: str) -> None:
+    """Checks ``avg_factor`` against a checked ``reduction``, as mmdet's
+    ``weight_reduce_loss`` does."""
     if avg_factor is not None and reduction == 'sum':
         raise ValueError('avg_factor can not be used with reduction="sum"')
     if isinstance(avg_factor, torch.Tensor) and avg_factor.numel() != 1:
@@ -108,21 +138,32 @@ def check_reduction(reduction: str, avg_factor: AvgFactor) -> None:
                          f'of shape {tuple(avg_factor.shape)}')
 
 
-def check_ignore_index(ignore_index: int, num_labels: int) -> int:
-    """``num_labels``: labels 0..num_labels-1 are taken (classes and background)."""
+def check_ignore_index(ignore_index: int, num_labels: Optional[int] = None) -> int:
+    """Checks ``ignore_index``: an int that no label can take.
+
+    Args:
+        ignore_index (int): The label whose rows are ignored.
+        num_labels (int, optional): Labels 0..num_labels-1 are taken (classes
+            and background). None, where they are not known yet (a loss's
+            config), checks the type only. Defaults to None.
+
+    Returns:
+        int: ``ignore_index`` as a Python int.
+    """
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f'ignore_index must be an int, got {ignore_index!r}')
-    if 0 <= ignore_index < num_labels:
+    if num_labels is not None and 0 <= ignore_index < num_labels:
         raise ValueError(f'ignore_index={ignore_index} collides with a real label '
                          f'(0..{num_labels - 1}); use a negative value or >= {num_labels}')
     return int(ignore_index)
 
 
-ALPHA_EXPECTED = 'None, a float in [0, 1] or a 1-D sequence of per-class floats in [0, 1]'
+ALPHA_EXPECTED = 'a float in [0, 1] or a 1-D sequence of per-class floats in [0, 1]'
 
 
-def parse_alpha(alpha: AlphaLike, check_device_values: bool = False
-                ) -> Tuple[Optional[float], Optional[torch.Tensor]]:
+def parse_alpha(alpha: AlphaLike,
+                check_device_values: bool = False,
+                optional: bool = True) -> Tuple[Optional[float], Optional[torch.Tensor]]:
     """Validates ``alpha`` without knowing the number of classes.
 
     Args:
@@ -131,39 +172,44 @@ def parse_alpha(alpha: AlphaLike, check_device_values: bool = False
         check_device_values (bool): Whether to check the values of a tensor
             that is not on the CPU, which reads it back (a device sync).
             Defaults to False.
+        optional (bool): Whether None (no balancing) is accepted; the
+            varifocal loss needs an alpha. Defaults to True.
 
     Returns:
         tuple: ``(float, None)`` for a scalar, ``(None, Tensor)`` with the
         per-class values (a sequence becomes a float64 CPU tensor), or
         ``(None, None)`` for None.
     """
+    expected = f'None, {ALPHA_EXPECTED}' if optional else ALPHA_EXPECTED
     if alpha is None:
-        return None, None
+        if optional:
+            return None, None
+        raise TypeError(f'alpha must be {expected}, got None')
     if _traced(alpha) and not isinstance(alpha, (torch.Tensor, Sequence)):
         return alpha, None
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
         if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f'alpha must be {ALPHA_EXPECTED}, got {alpha!r}')
+            raise ValueError(f'alpha must be {expected}, got {alpha!r}')
         return float(alpha), None
     if isinstance(alpha, torch.Tensor):
         values = alpha.detach()
         if not values.is_floating_point():
-            raise TypeError(f'alpha must be {ALPHA_EXPECTED}, got a tensor of {values.dtype}')
+            raise TypeError(f'alpha must be {expected}, got a tensor of {values.dtype}')
     elif isinstance(alpha, Sequence) and not isinstance(alpha, (str, bytes)):
         if any(isinstance(a, bool) or not isinstance(a, numbers.Real) for a in alpha):
-            raise TypeError(f'alpha must be {ALPHA_EXPECTED}, got {alpha!r}')
+            raise TypeError(f'alpha must be {expected}, got {alpha!r}')
         values = torch.tensor([float(a) for a in alpha], dtype=torch.float64)
     else:
-        raise TypeError(f'alpha must be {ALPHA_EXPECTED}, got {alpha!r}')
+        raise TypeError(f'alpha must be {expected}, got {alpha!r}')
     if values.dim() != 1 or values.numel() == 0:
-        raise ValueError(f'alpha must be {ALPHA_EXPECTED}, got a sequence of shape '
+        raise ValueError(f'alpha must be {expected}, got a sequence of shape '
                          f'{tuple(values.shape)}')
     # Values on a device are left to the caller unless asked for: reading them
     # back would sync at every call (FusedFocalLoss checks its alpha once, at build).
     if ((values.device.type == 'cpu' or check_device_values)
             and not torch.compiler.is_compiling()
             and not bool(((values >= 0) & (values <= 1)).all())):
-        raise ValueError(f'alpha must be {ALPHA_EXPECTED}, got {values.tolist()}')
+        raise ValueError(f'alpha must be {expected}, got {values.tolist()}')
     return None, values
 
 
@@ -174,13 +220,15 @@ _CLASS_ALPHA_CACHE: Dict[tuple, torch.Tensor] = {}
 _CLASS_ALPHA_CACHE_SIZE = 32
 
 
-def split_alpha(alpha: AlphaLike, num_classes: int, pred: torch.Tensor
-                ) -> Tuple[Optional[float], Optional[torch.Tensor]]:
+def split_alpha(alpha: AlphaLike,
+                num_classes: int,
+                pred: torch.Tensor,
+                optional: bool = True) -> Tuple[Optional[float], Optional[torch.Tensor]]:
     """Returns (scalar alpha or None, per-class alpha on pred's device or None).
 
     A per-class alpha given as a sequence is converted once per device and
     dtype and then reused; a tensor is the caller's to place (on pred's
-    device, it is used without a copy).
+    device, it is used without a copy). ``optional``: see :func:`parse_alpha`.
     """
     cacheable = (isinstance(alpha, Sequence) and not isinstance(alpha, (str, bytes))
                  and not torch.compiler.is_compiling())
@@ -194,7 +242,7 @@ def split_alpha(alpha: AlphaLike, num_classes: int, pred: torch.Tensor
         if cached is not None:
             _check_class_count(cached, num_classes)
             return None, cached
-    scalar, values = parse_alpha(alpha)
+    scalar, values = parse_alpha(alpha, optional=optional)
     if values is None:
         return scalar, None
     _check_class_count(values, num_classes)
@@ -214,10 +262,9 @@ def _check_class_count(values: torch.Tensor, num_classes: int) -> None:
 
 def check_weight(weight: Optional[torch.Tensor], pred: torch.Tensor,
                  per_element_ok: bool) -> Optional[torch.Tensor]:
+    check_tensor(weight, 'weight', optional=True)
     if weight is None:
         return None
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f'weight must be None or a tensor, got {type(weight).__name__}')
     n, c = pred.shape
     check_same_device(pred, weight, 'weight')
     if weight.dim() == 2 and weight.size(1) == 1 and weight.size(0) == n:
@@ -243,8 +290,7 @@ def check_soft_target(target: torch.Tensor, pred: torch.Tensor,
                       name: str = 'target') -> torch.Tensor:
     """A float target of pred's shape, as pred's dtype; values in [0, 1] are
     checked by the kernels."""
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(target).__name__}')
+    check_tensor(target, name)
     check_same_device(pred, target, name)
     if not target.is_floating_point():
         raise TypeError(f'{name} must be a float tensor of pred\'s shape '
@@ -257,8 +303,7 @@ def check_soft_target(target: torch.Tensor, pred: torch.Tensor,
 
 def check_labels_or_soft_target(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """Class indices (N,) as int64, or a soft (N, C) target as pred's dtype."""
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+    check_tensor(target, 'target')
     check_same_device(pred, target, 'target')
     if target.is_floating_point():
         if target.shape != pred.shape:
@@ -300,14 +345,13 @@ def sigmoid_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
                  ignore_index) -> FocalArgs:
     """Checks and normalises the arguments of ``sigmoid_focal_loss``."""
     check_pred(pred)
-    n, c = pred.shape
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+    c = pred.size(1)
     target = check_labels_or_soft_target(target, pred)
     scalar_alpha, class_alpha = split_alpha(alpha, c, pred)
-    check_reduction(reduction, avg_factor)
+    check_reduction(reduction)
+    check_avg_factor(avg_factor, reduction)
     return FocalArgs(pred, target, check_weight(weight, pred, per_element_ok=True), class_alpha,
-                     check_gamma(gamma), scalar_alpha, reduction, avg_factor,
+                     check_nonnegative(gamma, 'gamma'), scalar_alpha, reduction, avg_factor,
                      check_ignore_index(ignore_index, c + 1))
 
 
@@ -315,19 +359,19 @@ def softmax_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
                  ignore_index) -> FocalArgs:
     """Checks and normalises the arguments of ``softmax_focal_loss``."""
     check_pred(pred)
-    n, k = pred.shape
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+    k = pred.size(1)
+    check_tensor(target, 'target')
     check_same_device(pred, target, 'target')
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
         raise TypeError(f'softmax focal loss target must be integer class indices (N,), got '
                         f'{target.dtype}')
     target = check_labels_tensor(target, pred)
     scalar_alpha, class_alpha = split_alpha(alpha, k, pred)
-    check_reduction(reduction, avg_factor)
+    check_reduction(reduction)
+    check_avg_factor(avg_factor, reduction)
     return FocalArgs(pred, target, check_weight(weight, pred, per_element_ok=False),
-                     class_alpha, check_gamma(gamma), scalar_alpha, reduction, avg_factor,
-                     check_ignore_index(ignore_index, k))
+                     class_alpha, check_nonnegative(gamma, 'gamma'), scalar_alpha, reduction,
+                     avg_factor, check_ignore_index(ignore_index, k))
 
 
 class QualityFocalArgs(NamedTuple):
@@ -347,7 +391,8 @@ def quality_focal_args(pred, target, score, weight, beta, activated, reduction,
     """Checks and normalises the arguments of ``quality_focal_loss``."""
     check_pred(pred)
     target = check_labels_or_soft_target(target, pred)
-    check_reduction(reduction, avg_factor)
+    check_reduction(reduction)
+    check_avg_factor(avg_factor, reduction)
     return QualityFocalArgs(pred, target, check_score(score, target, pred),
                             check_weight(weight, pred, per_element_ok=True),
                             check_nonnegative(beta, 'beta'), check_bool(activated, 'activated'),
@@ -372,11 +417,9 @@ def varifocal_args(pred, target, weight, alpha, gamma, iou_weighted, reduction,
     """Checks and normalises the arguments of ``varifocal_loss``."""
     check_pred(pred)
     target = check_soft_target(target, pred)
-    if alpha is None:
-        raise TypeError('alpha must be a float in [0, 1] or a 1-D sequence of per-class floats in '
-                        '[0, 1], got None')
-    scalar_alpha, class_alpha = split_alpha(alpha, pred.size(1), pred)
-    check_reduction(reduction, avg_factor)
+    scalar_alpha, class_alpha = split_alpha(alpha, pred.size(1), pred, optional=False)
+    check_reduction(reduction)
+    check_avg_factor(avg_factor, reduction)
     return VarifocalArgs(pred, target, check_weight(weight, pred, per_element_ok=True),
                          class_alpha, scalar_alpha, check_nonnegative(gamma, 'gamma'),
                          check_bool(iou_weighted, 'iou_weighted'), reduction, avg_factor)
@@ -401,7 +444,8 @@ def gaussian_focal_args(pred, target, weight, alpha, gamma, pos_weight, neg_weig
     """Checks and normalises the arguments of ``gaussian_focal_loss``."""
     check_pred(pred)
     target = check_soft_target(target, pred)
-    check_reduction(reduction, avg_factor)
+    check_reduction(reduction)
+    check_avg_factor(avg_factor, reduction)
     return GaussianFocalArgs(pred, target, check_weight(weight, pred, per_element_ok=True),
                              check_nonnegative(alpha, 'alpha'), check_nonnegative(gamma, 'gamma'),
                              check_nonnegative(pos_weight, 'pos_weight'),

@@ -66,9 +66,7 @@ def sigmoid_focal_loss(pred: torch.Tensor,
                                ignore_index)
     return _SIGMOID_FOCAL(
         (a.pred, a.target, None, a.weight, a.class_alpha, a.ignore_index), (a.gamma, a.alpha),
-        reduction, avg_factor, pred.numel(),
-        lambda: reference.sigmoid_focal_loss(pred, target, weight, gamma, alpha, reduction,
-                                             avg_factor, ignore_index))
+        reduction, avg_factor, pred.numel(), lambda: reference.sigmoid_focal_loss_from_args(a))
 
 
 def softmax_focal_loss(pred: torch.Tensor,
@@ -103,6 +101,4 @@ def softmax_focal_loss(pred: torch.Tensor,
                                ignore_index)
     return _SOFTMAX_FOCAL(
         (a.pred, a.target, None, a.weight, a.class_alpha, a.ignore_index), (a.gamma, a.alpha),
-        reduction, avg_factor, pred.size(0),
-        lambda: reference.softmax_focal_loss(pred, target, weight, gamma, alpha, reduction,
-                                             avg_factor, ignore_index))
+        reduction, avg_factor, pred.size(0), lambda: reference.softmax_focal_loss_from_args(a))

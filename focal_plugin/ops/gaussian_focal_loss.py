@@ -58,6 +58,4 @@ def gaussian_focal_loss(pred: torch.Tensor,
     return _GAUSSIAN_FOCAL(
         (a.pred, a.target, None, a.weight, None, NO_IGNORE),
         (a.alpha, a.gamma, a.pos_weight, a.neg_weight, a.logits), reduction, avg_factor,
-        pred.numel(),
-        lambda: reference.gaussian_focal_loss(pred, target, weight, alpha, gamma, pos_weight,
-                                              neg_weight, logits, reduction, avg_factor))
+        pred.numel(), lambda: reference.gaussian_focal_loss_from_args(a))

@@ -57,8 +57,8 @@ class LossOp:
             reduction (str): 'none', 'mean' or 'sum'.
             avg_factor (float | Tensor, optional): Denominator of 'mean'.
             count (int): Number of terms 'mean' averages over.
-            fallback (Callable): Computes the loss with the reference, for
-                devices without a kernel.
+            fallback (Callable): Computes the loss with the reference from
+                the checked arguments, for devices without a kernel.
 
         Returns:
             Tensor: The op's unreduced loss, or its reduction.

@@ -61,9 +61,7 @@ def quality_focal_loss(pred: torch.Tensor,
                                      avg_factor)
     loss = _QUALITY_FOCAL(
         (a.pred, a.target, a.score, a.weight, None, NO_IGNORE), (a.beta, a.activated),
-        reduction, avg_factor, pred.size(0),
-        lambda: reference.quality_focal_loss(pred, target, score, weight, beta, activated,
-                                             reduction, avg_factor))
+        reduction, avg_factor, pred.size(0), lambda: reference.quality_focal_loss_from_args(a))
     if reduction == 'none' and loss.dim() == 2:
         # The kernels' unreduced loss is per element; mmdet's is the row sum,
         # taken in the accumulation dtype: C terms of up to ~1e4 each would

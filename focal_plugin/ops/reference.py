@@ -26,9 +26,15 @@ def sigmoid_focal_loss(pred: torch.Tensor,
                        avg_factor: AvgFactor = None,
                        ignore_index: int = -1) -> torch.Tensor:
     """Reference sigmoid focal loss; see :func:`focal_plugin.ops.sigmoid_focal_loss`."""
-    a = arguments.sigmoid_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
-                               ignore_index)
-    acc = arguments.accumulate_dtype(pred.dtype)
+    return sigmoid_focal_loss_from_args(
+        arguments.sigmoid_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
+                               ignore_index))
+
+
+def sigmoid_focal_loss_from_args(a: arguments.FocalArgs) -> torch.Tensor:
+    """:func:`sigmoid_focal_loss` of arguments already checked by
+    :func:`~focal_plugin.ops.arguments.sigmoid_args` (the fused op's fallback)."""
+    acc = arguments.accumulate_dtype(a.pred.dtype)
     x = a.pred.to(acc)
     n, c = x.shape
     keep = None
@@ -56,7 +62,7 @@ def sigmoid_focal_loss(pred: torch.Tensor,
         loss = loss * (a.weight if a.weight.dim() == 2 else a.weight[:, None])
     if keep is not None:
         loss = torch.where(keep[:, None], loss, torch.zeros_like(loss))
-    return _reduce(loss, a, n * c, pred.dtype)
+    return _reduce(loss, a, n * c, a.pred.dtype)
 
 
 def softmax_focal_loss(pred: torch.Tensor,
@@ -68,9 +74,15 @@ def softmax_focal_loss(pred: torch.Tensor,
                        avg_factor: AvgFactor = None,
                        ignore_index: int = -1) -> torch.Tensor:
     """Reference softmax focal loss; see :func:`focal_plugin.ops.softmax_focal_loss`."""
-    a = arguments.softmax_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
-                               ignore_index)
-    acc = arguments.accumulate_dtype(pred.dtype)
+    return softmax_focal_loss_from_args(
+        arguments.softmax_args(pred, target, weight, gamma, alpha, reduction, avg_factor,
+                               ignore_index))
+
+
+def softmax_focal_loss_from_args(a: arguments.FocalArgs) -> torch.Tensor:
+    """:func:`softmax_focal_loss` of arguments already checked by
+    :func:`~focal_plugin.ops.arguments.softmax_args` (the fused op's fallback)."""
+    acc = arguments.accumulate_dtype(a.pred.dtype)
     x = a.pred.to(acc)
     _check_label_values(a.target, x.size(1) - 1, a.ignore_index, 'a class index')
     keep = a.target != a.ignore_index
@@ -85,7 +97,7 @@ def softmax_focal_loss(pred: torch.Tensor,
     if a.weight is not None:
         loss = loss * a.weight
     loss = torch.where(keep, loss, torch.zeros_like(loss))
-    return _reduce(loss, a, x.size(0), pred.dtype)
+    return _reduce(loss, a, x.size(0), a.pred.dtype)
 
 
 def _check_label_values(labels: torch.Tensor, max_label: int, ignore_index: Optional[int],
@@ -197,8 +209,15 @@ def quality_focal_loss(pred: torch.Tensor,
         float32 for float16/bfloat16 inputs in both cases, since a row sums C
         elements of up to ~1e4 (logits of ±1e4), past float16's range.
     """
-    a = arguments.quality_focal_args(pred, target, score, weight, beta, activated, reduction,
-                                     avg_factor)
+    return quality_focal_loss_from_args(
+        arguments.quality_focal_args(pred, target, score, weight, beta, activated, reduction,
+                                     avg_factor))
+
+
+def quality_focal_loss_from_args(a: arguments.QualityFocalArgs) -> torch.Tensor:
+    """:func:`quality_focal_loss` of arguments already checked by
+    :func:`~focal_plugin.ops.arguments.quality_focal_args` (the fused op's fallback)."""
+    pred = a.pred
     n, c = pred.shape
     acc = arguments.accumulate_dtype(pred.dtype)
     if a.score is None:
@@ -222,7 +241,7 @@ def quality_focal_loss(pred: torch.Tensor,
         # y - sigmoid(x), written so that 1 - sigmoid(x) does not cancel for y near 1.
         distance = (y * torch.sigmoid(-x) - (1 - y) * torch.sigmoid(x)).abs()
     loss = _weighted(bce * distance.pow(beta), weight).sum(dim=1)
-    return _finish_family(loss, reduction, avg_factor, n, acc)
+    return _finish_family(loss, a.reduction, a.avg_factor, n, acc)
 
 
 def varifocal_loss(pred: torch.Tensor,
@@ -261,8 +280,15 @@ def varifocal_loss(pred: torch.Tensor,
         Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
         a 0-dim tensor (float32 for float16/bfloat16 inputs).
     """
-    a = arguments.varifocal_args(pred, target, weight, alpha, gamma, iou_weighted, reduction,
-                                 avg_factor)
+    return varifocal_loss_from_args(
+        arguments.varifocal_args(pred, target, weight, alpha, gamma, iou_weighted, reduction,
+                                 avg_factor))
+
+
+def varifocal_loss_from_args(a: arguments.VarifocalArgs) -> torch.Tensor:
+    """:func:`varifocal_loss` of arguments already checked by
+    :func:`~focal_plugin.ops.arguments.varifocal_args` (the fused op's fallback)."""
+    pred = a.pred
     n, c = pred.shape
     y = a.target.to(arguments.accumulate_dtype(pred.dtype))
     _check_unit_values(y, 'target')
@@ -276,7 +302,7 @@ def varifocal_loss(pred: torch.Tensor,
     negative_factor = negative_balance * torch.exp(gamma * F.logsigmoid(x))
     positive_factor = y if iou_weighted else torch.ones_like(y)
     loss = bce * torch.where(y > 0, positive_factor, negative_factor)
-    return _finish_family(_weighted(loss, weight), reduction, avg_factor, n * c, pred.dtype)
+    return _finish_family(_weighted(loss, weight), a.reduction, a.avg_factor, n * c, pred.dtype)
 
 
 def gaussian_focal_loss(pred: torch.Tensor,
@@ -319,8 +345,15 @@ def gaussian_focal_loss(pred: torch.Tensor,
         Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
         a 0-dim tensor (float32 for float16/bfloat16 inputs).
     """
-    a = arguments.gaussian_focal_args(pred, target, weight, alpha, gamma, pos_weight, neg_weight,
-                                      logits, reduction, avg_factor)
+    return gaussian_focal_loss_from_args(
+        arguments.gaussian_focal_args(pred, target, weight, alpha, gamma, pos_weight, neg_weight,
+                                      logits, reduction, avg_factor))
+
+
+def gaussian_focal_loss_from_args(a: arguments.GaussianFocalArgs) -> torch.Tensor:
+    """:func:`gaussian_focal_loss` of arguments already checked by
+    :func:`~focal_plugin.ops.arguments.gaussian_focal_args` (the fused op's fallback)."""
+    pred = a.pred
     n, c = pred.shape
     # Any heatmap value follows the formula, as in mmdet (see the fused op).
     y = a.target.to(arguments.accumulate_dtype(pred.dtype))
@@ -338,4 +371,4 @@ def gaussian_focal_loss(pred: torch.Tensor,
     pos_loss = -log_p * one_minus_p_alpha * (y == 1)
     neg_loss = -log_1mp * p_alpha * (1 - y).pow(gamma)
     loss = pos_weight * pos_loss + neg_weight * neg_loss
-    return _finish_family(_weighted(loss, weight), reduction, avg_factor, n * c, pred.dtype)
+    return _finish_family(_weighted(loss, weight), a.reduction, a.avg_factor, n * c, pred.dtype)

@@ -56,6 +56,4 @@ def varifocal_loss(pred: torch.Tensor,
     return _VARIFOCAL(
         (a.pred, a.target, None, a.weight, a.class_alpha, NO_IGNORE),
         (a.alpha if a.alpha is not None else 1.0, a.gamma, a.iou_weighted), reduction,
-        avg_factor, pred.numel(),
-        lambda: reference.varifocal_loss(pred, target, weight, alpha, gamma, iou_weighted,
-                                         reduction, avg_factor))
+        avg_factor, pred.numel(), lambda: reference.varifocal_loss_from_args(a))

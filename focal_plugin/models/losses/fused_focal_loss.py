@@ -15,9 +15,9 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from ...ops import sigmoid_focal_loss, softmax_focal_loss
-from ...ops.arguments import AlphaLike, AvgFactor, check_gamma
-from .utils import (check_alpha, check_bool, check_loss_weight, check_reduction,
-                    reject_unknown_arguments, resolve_reduction)
+from ...ops.arguments import (AlphaLike, AvgFactor, check_bool, check_ignore_index,
+                              check_nonnegative, check_reduction, check_tensor)
+from .utils import check_alpha, check_pred_tensor, reject_unknown_arguments, resolve_reduction
 
 
 @MODELS.register_module()
@@ -102,10 +102,12 @@ class FusedFocalLoss(nn.Module):
             raise ValueError('activated=True (inputs are sigmoid probabilities) needs '
                              'use_sigmoid=True; use_sigmoid=False takes logits only, '
                              'so set activated=False or use_sigmoid=True')
-        self.gamma = check_gamma(gamma)
+        self.gamma = check_nonnegative(gamma, 'gamma')
         self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
-        self.ignore_index = None if ignore_index is None else _check_ignore_index(ignore_index)
+        self.loss_weight = check_nonnegative(loss_weight, 'loss_weight')
+        # The number of labels is known at forward time: the op checks then
+        # that ignore_index does not collide with one.
+        self.ignore_index = None if ignore_index is None else check_ignore_index(ignore_index)
         if class_axis not in (None, 1, -1) or isinstance(class_axis, bool):
             raise ValueError(f'class_axis must be None (found from the shapes), 1 or -1, '
                              f'got {class_axis!r}')
@@ -165,15 +167,12 @@ class FusedFocalLoss(nn.Module):
             otherwise.
         """
         reduction = resolve_reduction(reduction_override, self.reduction)
-        if not isinstance(pred, torch.Tensor) or not pred.is_floating_point():
-            raise TypeError('pred must be a floating-point tensor, got '
-                            f'{getattr(pred, "dtype", type(pred).__name__)}')
+        check_pred_tensor(pred)
         if self.activated:
             # Probabilities -> logits, so that the one fused op computes the loss.
             # The clamp to [eps, 1 - eps] keeps the logits finite for the dtype.
             pred = torch.logit(pred, eps=torch.finfo(pred.dtype).eps)
-        if ignore_index is not None:
-            ignore_index = _check_ignore_index(ignore_index)
+        # forward's ignore_index is checked by the op, with the labels it may not take.
         pred, target, weight, ignore_index, restore = self._class_axis_last(
             pred, target, weight, ignore_index)
         pred_2d, target_2d, weight_2d, out_shape = self._as_rows(pred, target, weight)
@@ -289,8 +288,7 @@ class FusedFocalLoss(nn.Module):
         Returns the reshaped (pred, target, weight) and the shape of the
         unreduced loss.
         """
-        if not isinstance(target, torch.Tensor):
-            raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+        check_tensor(target, 'target')
         shape = pred.shape
         if not self.use_sigmoid and pred.dim() < 2:
             raise ValueError('use_sigmoid=False needs pred with a class axis (..., K), got '
@@ -311,10 +309,9 @@ class FusedFocalLoss(nn.Module):
                              f'targets) or {tuple(shape[:-1])} (class indices), got '
                              f'{tuple(target.shape)}')
         out_shape = shape if self.use_sigmoid else shape[:-1]
+        check_tensor(weight, 'weight', optional=True)
         if weight is None:
             return pred_2d, target_2d, weight, out_shape
-        if not isinstance(weight, torch.Tensor):
-            raise TypeError(f'weight must be None or a tensor, got {type(weight).__name__}')
         row_shapes = (shape[:-1], shape[:-1] + (1, )) if pred.dim() >= 2 else (shape, )
         # Size by size, not `weight.shape in row_shapes`: under torch.compile with
         # dynamic shapes the sizes are symbolic, and tuple membership does not
@@ -348,12 +345,6 @@ def _same(loss: torch.Tensor) -> torch.Tensor:
 
 def _class_last_to_second(loss: torch.Tensor) -> torch.Tensor:
     return loss.movedim(-1, 1)
-
-
-def _check_ignore_index(ignore_index: int) -> int:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f'ignore_index must be an int, got {ignore_index!r}')
-    return int(ignore_index)
 
 
 def _check_class_weight(

@@ -7,9 +7,9 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from ...ops import gaussian_focal_loss
-from ...ops.arguments import AvgFactor, check_gamma
-from .utils import (check_bool, check_loss_weight, check_nonnegative, check_pred_tensor,
-                    check_reduction, elementwise_rows, reject_unknown_arguments, resolve_reduction)
+from ...ops.arguments import AvgFactor, check_bool, check_nonnegative, check_reduction
+from .utils import (check_pred_tensor, elementwise_rows, reject_unknown_arguments,
+                    resolve_reduction)
 
 
 @MODELS.register_module()
@@ -49,9 +49,9 @@ class FusedGaussianFocalLoss(nn.Module):
         super().__init__()
         reject_unknown_arguments(type(self), kwargs)
         self.alpha = check_nonnegative(alpha, 'alpha')
-        self.gamma = check_gamma(gamma)
+        self.gamma = check_nonnegative(gamma, 'gamma')
         self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
+        self.loss_weight = check_nonnegative(loss_weight, 'loss_weight')
         self.pos_weight = check_nonnegative(pos_weight, 'pos_weight')
         self.neg_weight = check_nonnegative(neg_weight, 'neg_weight')
         self.logits = check_bool(logits, 'logits')

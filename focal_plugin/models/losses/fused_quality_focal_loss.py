@@ -7,9 +7,9 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from ...ops import quality_focal_loss
-from ...ops.arguments import AvgFactor
-from .utils import (check_bool, check_loss_weight, check_nonnegative, check_pred_tensor,
-                    check_reduction, check_use_sigmoid, reject_unknown_arguments, resolve_reduction)
+from ...ops.arguments import AvgFactor, check_bool, check_nonnegative, check_reduction
+from .utils import (check_pred_tensor, check_use_sigmoid, reject_unknown_arguments,
+                    resolve_reduction)
 
 QualityTarget = Union[Tuple[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,7 +47,7 @@ class FusedQualityFocalLoss(nn.Module):
         self.use_sigmoid = use_sigmoid
         self.beta = check_nonnegative(beta, 'beta')
         self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
+        self.loss_weight = check_nonnegative(loss_weight, 'loss_weight')
         self.activated = check_bool(activated, 'activated')
 
     def forward(self,

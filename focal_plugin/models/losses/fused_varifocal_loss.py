@@ -7,9 +7,9 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from ...ops import varifocal_loss
-from ...ops.arguments import AlphaLike, AvgFactor, check_gamma
-from .utils import (check_alpha, check_bool, check_loss_weight, check_reduction, check_use_sigmoid,
-                    elementwise_rows, reject_unknown_arguments, resolve_reduction)
+from ...ops.arguments import AlphaLike, AvgFactor, check_bool, check_nonnegative, check_reduction
+from .utils import (check_alpha, check_use_sigmoid, elementwise_rows, reject_unknown_arguments,
+                    resolve_reduction)
 
 
 @MODELS.register_module()
@@ -47,17 +47,14 @@ class FusedVarifocalLoss(nn.Module):
         reject_unknown_arguments(type(self), kwargs)
         check_use_sigmoid(use_sigmoid, 'the varifocal loss')
         self.use_sigmoid = use_sigmoid
-        if alpha is None:
-            raise TypeError('alpha must be a float in [0, 1] or a sequence of per-class floats '
-                            'in [0, 1], got None')
-        self.alpha, class_alpha = check_alpha(alpha)
+        self.alpha, class_alpha = check_alpha(alpha, optional=False)
         # A buffer follows the module to the GPU; not persistent, so that
         # checkpoints stay interchangeable with mmdet's VarifocalLoss.
         self.register_buffer('class_alpha', class_alpha, persistent=False)
-        self.gamma = check_gamma(gamma)
+        self.gamma = check_nonnegative(gamma, 'gamma')
         self.iou_weighted = check_bool(iou_weighted, 'iou_weighted')
         self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
+        self.loss_weight = check_nonnegative(loss_weight, 'loss_weight')
 
     def forward(self,
                 pred: torch.Tensor,

@@ -1,29 +1,23 @@
-"""Configuration checks shared by the fused losses of the root ``MODELS``.
+"""Checks and shape handling shared by the fused losses of the root ``MODELS``.
 
-Each check raises an error that names the argument and what was expected, at
-build time where the argument comes from a config.
+The arguments that the losses hand to the ops (gamma, alpha, reduction,
+ignore_index, ...) are checked by :mod:`focal_plugin.ops.arguments`, which
+the losses call at build time too; this module holds what only the losses
+take (unknown config keys, ``use_sigmoid``, ``reduction_override``, pred of
+any shape). Each check raises an error that names the argument and what was
+expected.
 """
 import inspect
 from typing import Optional, Tuple
 
 import torch
 
-from ...ops.arguments import REDUCTIONS, AlphaLike, parse_alpha
-from ...ops.arguments import check_bool, check_nonnegative
+from ...ops.arguments import AlphaLike, check_bool, check_reduction, check_tensor, parse_alpha
 
 __all__ = [
-    'InvalidReductionError', 'reject_unknown_arguments', 'accepted_arguments', 'check_bool',
-    'check_nonnegative', 'check_loss_weight', 'check_reduction', 'resolve_reduction',
-    'check_use_sigmoid', 'check_pred_tensor', 'elementwise_rows', 'check_alpha'
+    'reject_unknown_arguments', 'accepted_arguments', 'resolve_reduction', 'check_use_sigmoid',
+    'check_pred_tensor', 'elementwise_rows', 'check_alpha'
 ]
-
-
-class InvalidReductionError(ValueError, AssertionError):
-    """An unknown reduction name.
-
-    mmdet's losses assert on ``reduction_override``; deriving from both
-    ValueError and AssertionError keeps code that expects either working.
-    """
 
 
 def reject_unknown_arguments(cls: type, kwargs: dict) -> None:
@@ -41,23 +35,15 @@ def accepted_arguments(cls: type) -> Tuple[str, ...]:
                  if p.name != 'self' and p.kind is not inspect.Parameter.VAR_KEYWORD)
 
 
-def check_loss_weight(loss_weight: float) -> float:
-    return check_nonnegative(loss_weight, 'loss_weight')
-
-
-def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise InvalidReductionError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
-    return reduction
-
-
 def resolve_reduction(reduction_override: Optional[str], reduction: str) -> str:
-    """mmdet's ``reduction_override`` contract: None keeps ``reduction``."""
-    if reduction_override is None:
+    """mmdet's ``reduction_override`` contract: None keeps ``reduction``.
+
+    Only the override is checked: ``reduction`` was checked at build time.
+    The override is checked here, under its own name, rather than left to the
+    op, whose error would name ``reduction``.
+    """
+    if check_reduction(reduction_override, 'reduction_override', optional=True) is None:
         return reduction
-    if reduction_override not in REDUCTIONS:
-        raise InvalidReductionError(f'reduction_override must be one of {(None, ) + REDUCTIONS}, '
-                                    f'got {reduction_override!r}')
     return reduction_override
 
 
@@ -84,8 +70,7 @@ def elementwise_rows(pred: torch.Tensor, target: torch.Tensor, weight: Optional[
     is constant along the class axis (e.g. (N, 1)) stays one value per row.
     """
     check_pred_tensor(pred)
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
+    check_tensor(target, 'target')
     shape = pred.shape
     if target.shape != shape:
         raise ValueError(f'target must have pred\'s shape {tuple(shape)}, got '
@@ -93,10 +78,9 @@ def elementwise_rows(pred: torch.Tensor, target: torch.Tensor, weight: Optional[
     num_classes = shape[-1] if pred.dim() >= 2 else 1
     pred_2d = pred.reshape(-1, num_classes)
     target_2d = target.reshape(-1, num_classes)
+    check_tensor(weight, 'weight', optional=True)
     if weight is None:
         return pred_2d, target_2d, None
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f'weight must be None or a tensor, got {type(weight).__name__}')
     try:
         full = torch.broadcast_to(weight, shape)
     except RuntimeError:
@@ -107,14 +91,20 @@ def elementwise_rows(pred: torch.Tensor, target: torch.Tensor, weight: Optional[
     return pred_2d, target_2d, full.reshape(-1, num_classes)
 
 
-def check_alpha(alpha: AlphaLike) -> Tuple[Optional[float], Optional[torch.Tensor]]:
+def check_alpha(alpha: AlphaLike,
+                optional: bool = True) -> Tuple[Optional[float], Optional[torch.Tensor]]:
     """Returns (scalar alpha, None) or (None, per-class alpha as a float64 tensor).
 
     Per-class values are checked here, once, so that the op need not read a
     device tensor back at every call; their length is checked against the
     number of classes C at forward time, when C is known.
+
+    Args:
+        alpha (float | Sequence[float] | Tensor, optional): The loss's alpha.
+        optional (bool): Whether None (no balancing) is accepted. Defaults
+            to True.
     """
-    scalar, values = parse_alpha(alpha, check_device_values=True)
+    scalar, values = parse_alpha(alpha, check_device_values=True, optional=optional)
     if values is not None:
         values = values.to('cpu', torch.float64)
     return scalar, values
