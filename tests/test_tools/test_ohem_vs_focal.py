@@ -43,7 +43,7 @@ def test_ohem_vs_focal_writes_tables_and_resumes(tmp_path):
     text = _run(*args)
     assert 'run 3/3' in text
     focal_config = (work_dir / 'focal_ssd_synthetic.py').read_text()
-    assert "type='FocalSSDHead'" in focal_config and 'neg_pos_ratio' not in focal_config
+    assert "type='FocalSSDHead'" in focal_config and 'neg_pos_ratio=' not in focal_config
     table = (work_dir / 'ohem_vs_focal.md').read_text()
     assert '| SSDHead: softmax CE, 3:1 hard-negative mining | SSDHead | softmax CE | 3:1 | 1 |' \
         in table
