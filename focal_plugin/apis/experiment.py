@@ -234,7 +234,7 @@ def write_tables(variants: Sequence[Variant], results: Dict[str, List[dict]], ou
     header = ['variant', *columns, 'seeds', *(m.replace('AP50_', 'AP50 ') for m in metrics)]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for row in rows:
-        cells = [row['description'], *(str(row[c]) for c in columns), str(row['seeds'])]
+        cells = [row['description'], *(_cell(row[c]) for c in columns), str(row['seeds'])]
         cells += [f"{row[f'{m}_mean'] * 100:.1f} ± {row[f'{m}_std'] * 100:.1f}" for m in metrics]
         lines.append('| ' + ' | '.join(cells) + ' |')
     table = '\n'.join(lines)
@@ -244,6 +244,10 @@ def write_tables(variants: Sequence[Variant], results: Dict[str, List[dict]], ou
                 '\n')
     _plot(rows, metrics, osp.join(out_dir, f'{stem}.png'))
     return table
+
+
+def _cell(value) -> str:
+    return f'{value:g}' if isinstance(value, float) else str(value)
 
 
 def _plot(rows: List[dict], metrics: List[str], out: str) -> None:
