@@ -53,7 +53,7 @@ def check_tensor(value: Optional[torch.Tensor], name: str, optional: bool = Fals
 def check_pred(pred: torch.Tensor, name: str = 'pred') -> None:
     check_tensor(pred, name)
     if pred.dim() != 2:
-        raise ValueError(f'{name} must be a 2-D tensor of logits (N, C), got shape '
+        raise ValueError(f'{name} must be a 2-D tensor (N rows, C classes), got shape '
                          f'{tuple(pred.shape)}')
     if pred.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f'{name} must be float16, bfloat16, float32 or float64, got {pred.dtype}')

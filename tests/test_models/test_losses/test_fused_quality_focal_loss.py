@@ -161,7 +161,7 @@ def test_bad_forward_arguments():
     assert_bad_reduction_override(loss, torch.randn(3, 5), target)
     with pytest.raises(TypeError, match='pred must be a floating-point tensor'):
         loss(torch.zeros(3, 5, dtype=torch.long), target)
-    with pytest.raises(ValueError, match=r'pred must be a 2-D tensor of logits \(N, C\)'):
+    with pytest.raises(ValueError, match=r'pred must be a 2-D tensor \(N rows, C classes\)'):
         loss(torch.randn(3, 5, 2), target)
     with pytest.raises(ValueError, match=r'weight must have shape \(3,\) or \(3, 5\)'):
         loss(torch.randn(3, 5), target, torch.rand(4))
