@@ -258,7 +258,7 @@ def _plot(rows: List[dict], metrics: List[str], out: str) -> None:
 
     width = 0.8 / len(rows)
     x = np.arange(len(metrics))
-    fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 4))
+    fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 4.5))
     for i, row in enumerate(rows):
         means = [row[f'{m}_mean'] * 100 for m in metrics]
         stds = [row[f'{m}_std'] * 100 for m in metrics]
@@ -267,7 +267,8 @@ def _plot(rows: List[dict], metrics: List[str], out: str) -> None:
     ax.set_xticks(x, [m.replace('AP50_', 'AP50\n') for m in metrics])
     ax.set_ylabel('AP (%), mean ± std over seeds')
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc='upper left')
+    # Below the axes: a legend inside would cover the bars, which reach 100.
+    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=1)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
