@@ -25,8 +25,14 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define FOCAL_HOST_DEVICE __host__ __device__ __forceinline__
+// Paths no common configuration takes (non-integer exponents, probability
+// inputs). On the CPU they are kept out of line: inlined, their vector log and
+// exp would bloat every member's hot loop (measured 5-10% slower). On the GPU
+// everything is inlined.
+#define FOCAL_COLD_PATH __host__ __device__ __forceinline__
 #else
 #define FOCAL_HOST_DEVICE inline
+#define FOCAL_COLD_PATH __attribute__((noinline))
 #endif
 
 namespace focal_plugin {
@@ -109,6 +115,13 @@ inline const char* check_exponent(double e, const char* message) {
 // base^e for base in [0, 1]. Integer e: repeated products (0^0 = 1).
 // Otherwise exp(e * log(base)), which gives 0 at base == 0 because e > 0.
 template <class Ops, typename Scalar>
+FOCAL_COLD_PATH typename Ops::Value pow_exp_general(typename Ops::Value base,
+                                                    const Exponent<Scalar>& e) {
+  using T = typename Ops::Value;
+  return Ops::exp(T(Ops::constant(static_cast<double>(e.value))) * Ops::log(base));
+}
+
+template <class Ops, typename Scalar>
 FOCAL_HOST_DEVICE typename Ops::Value pow_exp(typename Ops::Value base, const Exponent<Scalar>& e) {
   using T = typename Ops::Value;
   if (e.integer >= 0) {
@@ -116,7 +129,18 @@ FOCAL_HOST_DEVICE typename Ops::Value pow_exp(typename Ops::Value base, const Ex
     for (int i = 0; i < e.integer; ++i) result = result * base;
     return result;
   }
-  return Ops::exp(T(Ops::constant(static_cast<double>(e.value))) * Ops::log(base));
+  return pow_exp_general<Ops>(base, e);
+}
+
+// pow_exp_derivative for a non-integer e.
+template <class Ops, typename Scalar>
+FOCAL_COLD_PATH typename Ops::Value pow_exp_derivative_general(typename Ops::Value base,
+                                                               const Exponent<Scalar>& e) {
+  using T = typename Ops::Value;
+  const T e_v = Ops::constant(static_cast<double>(e.value));
+  const T safe = Ops::max(base, Ops::tiny());
+  const T value = e_v * Ops::exp(T(e_v - Ops::constant(1.0)) * Ops::log(safe));
+  return Ops::select(Ops::greater(base, T(Ops::constant(0.0))), value, T(Ops::constant(0.0)));
 }
 
 // e * base^(e - 1) for base in [0, 1]: the derivative of base^e. Where it is
@@ -134,9 +158,7 @@ FOCAL_HOST_DEVICE typename Ops::Value pow_exp_derivative(typename Ops::Value bas
     return result;
   }
   if (e.integer == 0) return Ops::constant(0.0);
-  const T safe = Ops::max(base, Ops::tiny());
-  const T value = e_v * Ops::exp(T(e_v - Ops::constant(1.0)) * Ops::log(safe));
-  return Ops::select(Ops::greater(base, T(Ops::constant(0.0))), value, T(Ops::constant(0.0)));
+  return pow_exp_derivative_general<Ops>(base, e);
 }
 
 // The pieces of the logistic function of x that every sigmoid-family member
@@ -299,7 +321,7 @@ struct QualityFocal {
 
  private:
   template <class Ops, bool kWantLoss, bool kWantGrad, typename acc_t>
-  static FOCAL_HOST_DEVICE void probability_qfl(typename Ops::Value p, typename Ops::Value y,
+  static FOCAL_COLD_PATH void probability_qfl(typename Ops::Value p, typename Ops::Value y,
                                                 const Exponent<acc_t>& beta,
                                                 typename Ops::Value* loss,
                                                 typename Ops::Value* grad) {
