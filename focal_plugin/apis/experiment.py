@@ -275,6 +275,63 @@ def _plot(rows: List[dict], metrics: List[str], out: str) -> None:
     plt.close(fig)
 
 
+def experiment_parser(description: str, name: str, default_config: str, config_help: str,
+                      variant_names: Sequence[str], default_iters: int,
+                      iters_help: str) -> argparse.ArgumentParser:
+    """The command line every experiment tool takes.
+
+    Args:
+        description (str): The tool's one-line description.
+        name (str): The experiment's name: the default work dir is
+            ``work_dirs/<name>``.
+        default_config (str): ``--config``'s default.
+        config_help (str): What ``--config`` must be.
+        variant_names (Sequence[str]): The ``--variants`` to choose from.
+        default_iters (int): Training iterations per run by default.
+        iters_help (str): How ``default_iters`` was sized.
+
+    Returns:
+        argparse.ArgumentParser: With --config, --seeds, --variants,
+        --work-dir, --iters and --cfg-options.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--config', default=default_config, help=config_help)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='seeds per variant. Defaults to 0 1 2.')
+    parser.add_argument('--variants', nargs='+', default=list(variant_names),
+                        choices=list(variant_names), help='variants to run. Defaults to all.')
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', name),
+                        help=f'where runs and tables go. Defaults to work_dirs/{name}.')
+    parser.add_argument('--iters', type=int, default=default_iters,
+                        help=f'training iterations per run; {iters_help}. '
+                        f'Defaults to {default_iters}.')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        help='extra key=value overrides for every run (applied after --iters)')
+    return parser
+
+
+def parse_experiment_args(parser: argparse.ArgumentParser,
+                          argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parses and checks the arguments of :func:`experiment_parser`; a bad one
+    exits with the parser's usage error (status 2)."""
+    args = parser.parse_args(argv)
+    if args.iters < 2:
+        parser.error(f'--iters must be >= 2, got {args.iters}')
+    if not osp.isfile(args.config):
+        parser.error(f'--config {args.config!r} does not exist')
+    return args
+
+
+def run_and_tabulate(variants: Sequence[Variant], args: argparse.Namespace, stem: str, tag: str,
+                     script: str, argv: Optional[Sequence[str]]) -> None:
+    """Runs the experiment of parsed ``args`` and prints and writes its tables
+    (``<work_dir>/<stem>.md``, ``.csv``, ``.png``)."""
+    results = run_experiment(variants, args.seeds, args.work_dir,
+                             schedule_options(args.iters) + args.cfg_options, tag)
+    print(write_tables(variants, results, args.work_dir, stem, command_line(script, argv)))
+    log(tag, f'wrote {osp.join(args.work_dir, stem + ".md")}, .csv and .png')
+
+
 def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
     """The command as a user would type it, relative to the repository."""
     return 'python ' + ' '.join([osp.relpath(script, ROOT), *(argv if argv is not None

@@ -20,12 +20,11 @@ half-trained run is started again.
 The default schedule (400 iterations of batch 8 per run, no validation
 during training) ran the 15 runs in 37 minutes on 2 CPU cores.
 """
-import argparse
 import os.path as osp
 import sys
 
-from focal_plugin.apis.experiment import (ROOT, Variant, command_line, log, run_experiment,
-                                          schedule_options, write_tables)
+from focal_plugin.apis.experiment import (ROOT, Variant, experiment_parser, parse_experiment_args,
+                                          run_and_tabulate)
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'retinanet', 'retinanet_r18-tiny_fpn_2k_bccd.py')
 
@@ -50,30 +49,13 @@ def make_variants(config: str, names) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', default=DEFAULT_CONFIG,
-                        help='BCCD config to ablate. Defaults to the ready-made one.')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
-                        help='seeds per variant. Defaults to 0 1 2.')
-    parser.add_argument('--variants', nargs='+', default=list(LOSSES), choices=list(LOSSES),
-                        help='variants to run. Defaults to all.')
-    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'gamma_ablation'),
-                        help='where runs and tables go. Defaults to work_dirs/gamma_ablation.')
-    parser.add_argument('--iters', type=int, default=400,
-                        help='training iterations per run; sized so that 5 losses x 3 seeds '
-                        'finish within about 40 minutes on 2 CPU cores. Defaults to 400.')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        help='extra key=value overrides for every run (applied after --iters)')
-    args = parser.parse_args(argv)
-    if args.iters < 2:
-        parser.error(f'--iters must be >= 2, got {args.iters}')
-    if not osp.isfile(args.config):
-        parser.error(f'--config {args.config!r} does not exist')
-    variants = make_variants(args.config, args.variants)
-    results = run_experiment(variants, args.seeds, args.work_dir,
-                             schedule_options(args.iters) + args.cfg_options, 'ablation')
-    print(write_tables(variants, results, args.work_dir, 'ablation', command_line(__file__, argv)))
-    log('ablation', f'wrote {osp.join(args.work_dir, "ablation.md")}, .csv and .png')
+    parser = experiment_parser(
+        __doc__.split('\n\n')[0], 'gamma_ablation', DEFAULT_CONFIG,
+        'BCCD config to ablate. Defaults to the ready-made one.', list(LOSSES), 400,
+        'sized so that 5 losses x 3 seeds finish within about 40 minutes on 2 CPU cores')
+    args = parse_experiment_args(parser, argv)
+    run_and_tabulate(make_variants(args.config, args.variants), args, 'ablation', 'ablation',
+                     __file__, argv)
     return 0
 
 

@@ -23,13 +23,12 @@ half-trained run is started again.
 The default schedule (500 iterations of batch 8 per run, no validation
 during training) is sized for the 9 runs to take under an hour on 2 CPU cores.
 """
-import argparse
 import os
 import os.path as osp
 import sys
 
-from focal_plugin.apis.experiment import (ROOT, Variant, command_line, log, run_experiment,
-                                          schedule_options, write_tables)
+from focal_plugin.apis.experiment import (ROOT, Variant, experiment_parser, log,
+                                          parse_experiment_args, run_and_tabulate)
 from focal_plugin.apis.focalize import FocalizeError, focalize
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'ssd', 'ssdlite_mobilenetv2-tiny_2k_bccd.py')
@@ -68,26 +67,12 @@ def check_mining_config(config: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', default=DEFAULT_CONFIG,
-                        help='SSD config with hard-negative mining (variant a); (b) and (c) '
-                        'are its focalized twin. Defaults to the ready-made BCCD SSDLite.')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
-                        help='seeds per variant. Defaults to 0 1 2.')
-    parser.add_argument('--variants', nargs='+', default=list(VARIANT_NAMES),
-                        choices=list(VARIANT_NAMES), help='variants to run. Defaults to all.')
-    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'ohem_vs_focal'),
-                        help='where runs and tables go. Defaults to work_dirs/ohem_vs_focal.')
-    parser.add_argument('--iters', type=int, default=500,
-                        help='training iterations per run; sized so that 3 variants x 3 seeds '
-                        'finish within an hour on 2 CPU cores. Defaults to 500.')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        help='extra key=value overrides for every run (applied after --iters)')
-    args = parser.parse_args(argv)
-    if args.iters < 2:
-        parser.error(f'--iters must be >= 2, got {args.iters}')
-    if not osp.isfile(args.config):
-        parser.error(f'--config {args.config!r} does not exist')
+    parser = experiment_parser(
+        __doc__.split('\n\n')[0], 'ohem_vs_focal', DEFAULT_CONFIG,
+        'SSD config with hard-negative mining (variant a); (b) and (c) are its focalized '
+        'twin. Defaults to the ready-made BCCD SSDLite.', VARIANT_NAMES, 500,
+        'sized so that 3 variants x 3 seeds finish within an hour on 2 CPU cores')
+    args = parse_experiment_args(parser, argv)
     try:
         check_mining_config(args.config)
     except ValueError as e:
@@ -103,11 +88,7 @@ def main(argv=None) -> int:
     log('ohem', f'wrote the focalized config {focal_config}')
     variants = [v for v in make_variants(osp.abspath(args.config), focal_config)
                 if v.name in args.variants]
-    results = run_experiment(variants, args.seeds, args.work_dir,
-                             schedule_options(args.iters) + args.cfg_options, 'ohem')
-    print(write_tables(variants, results, args.work_dir, 'ohem_vs_focal',
-                       command_line(__file__, argv)))
-    log('ohem', f'wrote {osp.join(args.work_dir, "ohem_vs_focal.md")}, .csv and .png')
+    run_and_tabulate(variants, args, 'ohem_vs_focal', 'ohem', __file__, argv)
     return 0
 
 
