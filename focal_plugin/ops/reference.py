@@ -187,27 +187,7 @@ def quality_focal_loss(pred: torch.Tensor,
     is mmdet's ``quality_focal_loss``, ``quality_focal_loss_with_prob`` and
     ``quality_focal_loss_tensor_target`` (their negatives are the y = 0 case).
 
-    Args:
-        pred (Tensor): Logits (N, C), or probabilities if ``activated``.
-        target (Tensor): int64 labels (N,) in 0..C together with ``score``,
-            or a soft (N, C) float target in [0, 1] with ``score=None``.
-        score (Tensor, optional): Quality (e.g. IoU) score (N,) in [0, 1] of
-            each row's label. Defaults to None.
-        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
-            Defaults to None.
-        beta (float): Exponent of the modulating factor, >= 0. Defaults to 2.0.
-        activated (bool): pred holds probabilities; the BCE is then
-            ``F.binary_cross_entropy``'s, with the logs clamped at -100.
-            Defaults to False.
-        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over the N
-            rows, or divides the sum by ``avg_factor``. Defaults to 'mean'.
-        avg_factor (float | Tensor, optional): Denominator of 'mean'.
-            Defaults to None.
-
-    Returns:
-        Tensor: The per-row loss (N,) for 'none', otherwise a 0-dim tensor;
-        float32 for float16/bfloat16 inputs in both cases, since a row sums C
-        elements of up to ~1e4 (logits of ±1e4), past float16's range.
+    Arguments and result as for :func:`focal_plugin.ops.quality_focal_loss`.
     """
     return quality_focal_loss_from_args(
         arguments.quality_focal_args(pred, target, score, weight, beta, activated, reduction,
@@ -258,27 +238,7 @@ def varifocal_loss(pred: torch.Tensor,
     y > 0, and times alpha p^gamma where y = 0. As in mmdet, the gradient
     flows through p in the modulating factor too.
 
-    Args:
-        pred (Tensor): Logits (N, C).
-        target (Tensor): IoU-aware classification score (N, C) in [0, 1].
-        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
-            Defaults to None.
-        alpha (float | Sequence[float] | Tensor): Balance of the negatives: a
-            float in [0, 1] (mmdet's), or one value in [0, 1] per class.
-            Defaults to 0.75.
-        gamma (float): Exponent of the negatives' modulating factor, >= 0.
-            Defaults to 2.0.
-        iou_weighted (bool): Weight the positives by their target score.
-            Defaults to True.
-        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over all
-            N*C elements, or divides the sum by ``avg_factor``. Defaults to
-            'mean'.
-        avg_factor (float | Tensor, optional): Denominator of 'mean'.
-            Defaults to None.
-
-    Returns:
-        Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
-        a 0-dim tensor (float32 for float16/bfloat16 inputs).
+    Arguments and result as for :func:`focal_plugin.ops.varifocal_loss`.
     """
     return varifocal_loss_from_args(
         arguments.varifocal_args(pred, target, weight, alpha, gamma, iou_weighted, reduction,
@@ -320,30 +280,7 @@ def gaussian_focal_loss(pred: torch.Tensor,
     Per element, ``pos_weight * [y == 1] * -log(p) (1 - p)^alpha +
     neg_weight * -log(1 - p) p^alpha (1 - y)^gamma`` on a gaussian heatmap y.
 
-    Args:
-        pred (Tensor): Probabilities (N, C), as CenterNet's head passes them
-            (the logs take mmdet's eps of 1e-12); logits if ``logits``.
-        target (Tensor): Gaussian heatmap (N, C), normally in [0, 1]; the
-            positives are the elements equal to 1.
-        weight (Tensor, optional): Per-row (N,) or per-element (N, C) weight.
-            Defaults to None.
-        alpha (float): Exponent of the prediction's modulating factor, >= 0.
-            Defaults to 2.0.
-        gamma (float): Exponent of the negatives' (1 - y) factor, >= 0.
-            Defaults to 4.0.
-        pos_weight (float): Factor of the positive part, >= 0. Defaults to 1.0.
-        neg_weight (float): Factor of the negative part, >= 0. Defaults to 1.0.
-        logits (bool): pred holds logits: the logs are log-sigmoids, without
-            eps, finite for every logit. Defaults to False.
-        reduction (str): 'none', 'mean' or 'sum'; 'mean' averages over all
-            N*C elements, or divides the sum by ``avg_factor``. Defaults to
-            'mean'.
-        avg_factor (float | Tensor, optional): Denominator of 'mean'.
-            Defaults to None.
-
-    Returns:
-        Tensor: Per-element loss (N, C) in pred's dtype for 'none', otherwise
-        a 0-dim tensor (float32 for float16/bfloat16 inputs).
+    Arguments and result as for :func:`focal_plugin.ops.gaussian_focal_loss`.
     """
     return gaussian_focal_loss_from_args(
         arguments.gaussian_focal_args(pred, target, weight, alpha, gamma, pos_weight, neg_weight,
