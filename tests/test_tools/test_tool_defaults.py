@@ -1,6 +1,8 @@
 """The tools' bare defaults name things that exist: running a tool with no
 arguments must not fail on a stale default."""
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,18 @@ def test_benchmark_runs_every_loss_on_tiny_cases(capsys):
                  'gaussian 1x2x8x8 float32'):
         assert f'| {case} | focal_plugin |' in out
         assert f'| {case} | mmdet (CPU path) |' in out
+
+
+def test_plot_focal_loss_runs_with_no_arguments(tmp_path):
+    # Its default --out is relative (docs/focal_loss_vs_pt.png): run from an
+    # empty folder, it makes the folder and writes there.
+    done = subprocess.run([sys.executable, str(ROOT / 'tools' / 'analysis' / 'plot_focal_loss.py')],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / 'docs' / 'focal_loss_vs_pt.png').stat().st_size > 10000
+
+
+def test_benchmark_training_step_defaults_name_known_detectors():
+    module = _load('tools/benchmark_training_step.py')
+    args = module.parse_args([])
+    assert args.detectors and set(args.detectors) <= set(module.DETECTORS)
