@@ -16,6 +16,7 @@ import os.path as osp
 import shutil
 import tempfile
 import time
+from hashlib import sha256
 from typing import Callable, Iterator, Optional
 
 try:
@@ -140,39 +141,112 @@ def publish_dir(tmp_dir: str, root: str) -> bool:
     return False
 
 
-def prepare_dataset(root: str, name: str, version: int, params: dict,
-                    is_ready: Callable[[str, dict], bool],
-                    generate: Callable[[str], dict]) -> str:
-    """Generates a dataset into ``root`` once, or reuses it when present.
+def holds_dataset(root: str, name: str, version: int, params: Optional[dict] = None) -> bool:
+    """Whether ``root`` holds a finished dataset ``name`` of generator ``version``.
+
+    Args:
+        root (str): Dataset folder.
+        name (str): The dataset's name, as its manifest states it.
+        version (int): Its generator's version.
+        params (dict, optional): If given, the dataset must also have been
+            generated with these canonical parameters. Defaults to None.
+
+    Returns:
+        bool: True if the folder's manifest names this dataset and version
+        (and ``params``).
+    """
+    manifest = read_manifest(root)
+    if manifest is None or manifest.get('name') != name or manifest.get('version') != version:
+        return False
+    return params is None or manifest.get('params') == params
+
+
+def cache_folder(name: str, version: int, params: Optional[dict] = None,
+                 default_params: Optional[dict] = None) -> str:
+    """The cache folder of dataset ``name`` generated with ``params``.
+
+    Args:
+        name (str): The dataset's name.
+        version (int): Its generator's version.
+        params (dict, optional): Canonical parameters; None means the
+            defaults. Defaults to None.
+        default_params (dict, optional): The canonical default parameters.
+            Defaults to None.
+
+    Returns:
+        str: ``<cache>/<name>_v<version>`` for the default parameters, with a
+        short hash of the parameters appended otherwise, where ``<cache>`` is
+        :func:`default_cache_dir`.
+    """
+    folder = f'{name}_v{version}'
+    if params is not None and params != default_params:
+        digest = sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+        folder = f'{folder}_{digest}'
+    return osp.join(default_cache_dir(), folder)
+
+
+def generated_data_root(data_root: Optional[str], generator_cfg: Optional[dict],
+                        name: str, version: int, prepare: Callable[..., str]) -> str:
+    """The folder a dataset class over a generated dataset reads.
+
+    A ``data_root`` that already holds the dataset is used as it is unless
+    ``generator_cfg`` asks for specific parameters; otherwise the dataset is
+    prepared there (or in the cache when ``data_root`` is None).
+
+    Args:
+        data_root (str, optional): The config's ``data_root``.
+        generator_cfg (dict, optional): Generation parameters.
+        name (str): The dataset's name.
+        version (int): Its generator's version.
+        prepare (Callable): ``prepare(data_root, **generator_cfg)``, which
+            generates or reuses the dataset and returns its folder.
+
+    Returns:
+        str: The dataset folder.
+    """
+    if generator_cfg is not None and not isinstance(generator_cfg, dict):
+        raise TypeError(f'generator_cfg must be a dict or None, got '
+                        f'{type(generator_cfg).__name__}')
+    if data_root and generator_cfg is None and holds_dataset(data_root, name, version):
+        return data_root
+    return prepare(data_root, **(generator_cfg or {}))
+
+
+def prepare_dataset(data_root: Optional[str], name: str, version: int, params: dict,
+                    default_params: dict, generate: Callable[[str], dict]) -> str:
+    """Generates a dataset into its folder once, or reuses it when present.
 
     Safe to call from several processes at once: one generates while the
     others wait on a lock beside the folder, then all return the same folder.
 
     Args:
-        root (str): The dataset's absolute folder.
-        name (str): The dataset's name, for messages.
-        version (int): Its generator's version, for messages.
+        data_root (str, optional): The dataset's folder; None means its
+            :func:`cache_folder`.
+        name (str): The dataset's name, as its manifest states it.
+        version (int): Its generator's version.
         params (dict): The checked generation parameters (``num_train`` and
             ``num_val`` among them).
-        is_ready (Callable): ``is_ready(root, params)``: whether ``root``
-            holds this dataset, complete.
+        default_params (dict): The canonical default parameters (the cache
+            folder of other parameters is named with their hash).
         generate (Callable): ``generate(out_dir)`` writes the dataset into a
             fresh folder and returns its manifest, which is written last.
 
     Returns:
-        str: ``root``.
+        str: The absolute path of the finished dataset folder.
 
     Raises:
         FileExistsError: If ``root`` exists and holds anything other than
             this dataset generated with ``params`` (it is never overwritten).
     """
     from mmengine.logging import print_log
-    if is_ready(root, params):
+    root = (osp.abspath(osp.expanduser(data_root))
+            if data_root else cache_folder(name, version, params, default_params))
+    if holds_dataset(root, name, version, params):
         return root
     parent, base = osp.split(root)
     os.makedirs(parent, exist_ok=True)
     with file_lock(osp.join(parent, f'.{base}.lock')):
-        if is_ready(root, params):  # another process finished it while we waited
+        if holds_dataset(root, name, version, params):  # finished while we waited
             return root
         if osp.exists(root) and (not osp.isdir(root) or os.listdir(root)):
             raise FileExistsError(
@@ -191,7 +265,7 @@ def prepare_dataset(root: str, name: str, version: int, params: dict,
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
-    if not published and not is_ready(root, params):
+    if not published and not holds_dataset(root, name, version, params):
         raise FileExistsError(f'another process wrote a different dataset to {root!r}')
     print_log(f'{name} ready in {time.perf_counter() - start:.1f} s: {root}', logger='current')
     return root

@@ -16,16 +16,13 @@ folder renamed into place when complete (see :mod:`.cache`).
 ``SyntheticShapesDataset`` calls it on construction, so configs need no
 separate preparation step.
 """
-import json
-import os.path as osp
 from dataclasses import asdict
-from hashlib import sha256
 from typing import Dict, Optional
 
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-from .cache import default_cache_dir, prepare_dataset, read_manifest
+from .cache import cache_folder, generated_data_root, holds_dataset, prepare_dataset
 from .synthetic_shapes import (SPLITS, SYNTHETIC_CLASSES, SYNTHETIC_NAME, SYNTHETIC_VERSION,
                                SyntheticShapesParams, write_dataset)
 
@@ -64,11 +61,8 @@ def default_data_root(params: Optional[dict] = None) -> str:
         where ``<cache>`` is ``$FOCAL_PLUGIN_DATA_CACHE`` or
         ``~/.cache/focal_plugin/datasets``.
     """
-    name = f'{SYNTHETIC_NAME}_v{SYNTHETIC_VERSION}'
-    if params is not None and params != SyntheticShapesParams().to_dict():
-        digest = sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-        name = f'{name}_{digest}'
-    return osp.join(default_cache_dir(), name)
+    return cache_folder(SYNTHETIC_NAME, SYNTHETIC_VERSION, params,
+                        SyntheticShapesParams().to_dict())
 
 
 def _manifest(params: dict, stats: Optional[dict] = None) -> dict:
@@ -94,11 +88,7 @@ def is_ready(data_root: str, params: Optional[dict] = None) -> bool:
         bool: True if its manifest names this dataset and generator version
         (and ``params``).
     """
-    manifest = read_manifest(data_root)
-    if manifest is None or manifest.get('name') != SYNTHETIC_NAME \
-            or manifest.get('version') != SYNTHETIC_VERSION:
-        return False
-    return params is None or manifest.get('params') == params
+    return holds_dataset(data_root, SYNTHETIC_NAME, SYNTHETIC_VERSION, params)
 
 
 def prepare_synthetic_dataset(data_root: Optional[str] = None, **params) -> str:
@@ -124,10 +114,9 @@ def prepare_synthetic_dataset(data_root: Optional[str] = None, **params) -> str:
     """
     checked = SyntheticShapesParams().replace(**params)
     manifest_params = checked.to_dict()
-    root = (
-        osp.abspath(osp.expanduser(data_root)) if data_root else default_data_root(manifest_params))
     return prepare_dataset(
-        root, SYNTHETIC_NAME, SYNTHETIC_VERSION, manifest_params, is_ready,
+        data_root, SYNTHETIC_NAME, SYNTHETIC_VERSION, manifest_params,
+        SyntheticShapesParams().to_dict(),
         lambda out_dir: _manifest(manifest_params, write_dataset(out_dir, checked)))
 
 
@@ -171,13 +160,8 @@ class SyntheticShapesDataset(CocoDataset):
                  **kwargs) -> None:
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
-        if generator_cfg is not None and not isinstance(generator_cfg, dict):
-            raise TypeError(f'generator_cfg must be a dict or None, got '
-                            f'{type(generator_cfg).__name__}')
-        # A folder that already holds the dataset is used as it is unless
-        # generator_cfg asks for specific parameters.
-        if not (data_root and generator_cfg is None and is_ready(data_root)):
-            data_root = prepare_synthetic_dataset(data_root, **(generator_cfg or {}))
+        data_root = generated_data_root(data_root, generator_cfg, SYNTHETIC_NAME,
+                                        SYNTHETIC_VERSION, prepare_synthetic_dataset)
         self.split = split
         super().__init__(
             data_root=data_root,

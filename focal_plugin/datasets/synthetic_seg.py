@@ -20,18 +20,16 @@ generates it on construction (once, into the cache), so configs need no
 preparation step. Importing this module registers the dataset in mmseg's
 ``DATASETS``; it needs mmsegmentation.
 """
-import json
 import os
 import os.path as osp
 from dataclasses import asdict
-from hashlib import sha256
 from typing import Dict, Optional
 
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .cache import default_cache_dir, prepare_dataset, read_manifest
+from .cache import cache_folder, generated_data_root, holds_dataset, prepare_dataset
 from .synthetic_shapes import (SPLITS, SYNTHETIC_CLASSES, SyntheticShapesParams, generate_images,
                                write_png)
 
@@ -79,20 +77,12 @@ def default_seg_data_root(params: Optional[dict] = None) -> str:
         str: ``<cache>/synthetic_shapes_seg_v<version>`` for the default
         parameters, with a short hash of the parameters appended otherwise.
     """
-    name = f'{SYNTHETIC_SEG_NAME}_v{SYNTHETIC_SEG_VERSION}'
-    if params is not None and params != SEG_PARAMS.to_dict():
-        digest = sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-        name = f'{name}_{digest}'
-    return osp.join(default_cache_dir(), name)
+    return cache_folder(SYNTHETIC_SEG_NAME, SYNTHETIC_SEG_VERSION, params, SEG_PARAMS.to_dict())
 
 
 def is_seg_ready(data_root: str, params: Optional[dict] = None) -> bool:
     """Whether ``data_root`` holds a finished segmentation dataset (with ``params``)."""
-    manifest = read_manifest(data_root)
-    if manifest is None or manifest.get('name') != SYNTHETIC_SEG_NAME \
-            or manifest.get('version') != SYNTHETIC_SEG_VERSION:
-        return False
-    return params is None or manifest.get('params') == params
+    return holds_dataset(data_root, SYNTHETIC_SEG_NAME, SYNTHETIC_SEG_VERSION, params)
 
 
 def prepare_synthetic_seg_dataset(data_root: Optional[str] = None, **params) -> str:
@@ -115,9 +105,6 @@ def prepare_synthetic_seg_dataset(data_root: Optional[str] = None, **params) -> 
     """
     checked = SEG_PARAMS.replace(**params)
     manifest_params = checked.to_dict()
-    root = (
-        osp.abspath(osp.expanduser(data_root))
-        if data_root else default_seg_data_root(manifest_params))
 
     def generate(out_dir: str) -> dict:
         stats = {split: _write_split(out_dir, split, checked) for split in SPLITS}
@@ -128,8 +115,8 @@ def prepare_synthetic_seg_dataset(data_root: Optional[str] = None, **params) -> 
             classes=list(SYNTHETIC_SEG_CLASSES),
             splits=stats)
 
-    return prepare_dataset(root, SYNTHETIC_SEG_NAME, SYNTHETIC_SEG_VERSION, manifest_params,
-                           is_seg_ready, generate)
+    return prepare_dataset(data_root, SYNTHETIC_SEG_NAME, SYNTHETIC_SEG_VERSION, manifest_params,
+                           SEG_PARAMS.to_dict(), generate)
 
 
 def _write_split(out_dir: str, split: str, params: SyntheticShapesParams) -> dict:
@@ -187,11 +174,8 @@ class SyntheticShapesSegDataset(BaseSegDataset):
                  **kwargs) -> None:
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
-        if generator_cfg is not None and not isinstance(generator_cfg, dict):
-            raise TypeError(f'generator_cfg must be a dict or None, got '
-                            f'{type(generator_cfg).__name__}')
-        if not (data_root and generator_cfg is None and is_seg_ready(data_root)):
-            data_root = prepare_synthetic_seg_dataset(data_root, **(generator_cfg or {}))
+        data_root = generated_data_root(data_root, generator_cfg, SYNTHETIC_SEG_NAME,
+                                        SYNTHETIC_SEG_VERSION, prepare_synthetic_seg_dataset)
         self.split = split
         if data_prefix is None:
             data_prefix = dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}')
