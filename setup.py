@@ -5,10 +5,13 @@ build and nvcc is found (CUDA_HOME), or when ``FORCE_CUDA=1``.
 
 Environment:
     FORCE_CUDA: ``1`` builds the CUDA kernel even without a visible GPU.
-    FOCAL_PLUGIN_CPU_VEC: ``auto`` (default) compiles the CPU kernel for AVX2
-        + FMA when the building machine has them (the build is for the machine
-        that runs it, as with any from-source OpenMMLab install); ``none``
-        compiles portable code.
+    FOCAL_PLUGIN_CPU_VEC: ``auto`` (default) compiles the CPU kernels once per
+        instruction set that ATen dispatches to on this architecture (x86-64:
+        portable, AVX2 and AVX-512), each into its own library
+        ``focal_plugin._C_cpu_<isa>``; at import the package loads the one that
+        matches ``torch.backends.cpu.get_cpu_capability()``, so a build runs on
+        any CPU, as ATen's own kernels do. ``none`` compiles the portable
+        library only.
     TORCH_CUDA_ARCH_LIST: CUDA architectures. Defaults to ``9.0`` when no GPU
         is visible.
 
@@ -24,6 +27,7 @@ this project's own environment live in ``requirements/build.txt`` and
 import glob
 import os
 import os.path as osp
+import platform
 
 from setuptools import find_packages, setup
 
@@ -51,13 +55,47 @@ def parse_requirements(fname: str) -> list:
     return reqs
 
 
-def cpu_supports_avx2() -> bool:
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = next((line for line in f if line.startswith('flags')), '')
-    except OSError:
-        return False
-    return all(f' {flag}' in flags for flag in ('avx2', 'fma', 'f16c'))
+# The CPU kernel libraries, best first, and their compiler switches: the same
+# that ATen uses for its own kernels of each capability, so that
+# at::vec::Vectorized maps to the same registers as in libtorch.
+CPU_CAPABILITIES = {
+    'avx512': ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx2', '-mfma',
+               '-mf16c', '-DCPU_CAPABILITY=AVX512', '-DCPU_CAPABILITY_AVX512'],
+    'avx2': ['-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2'],
+    'default': ['-DCPU_CAPABILITY=DEFAULT'],
+}
+
+
+def cpu_capabilities() -> list:
+    """Instruction sets to build the CPU kernels for (FOCAL_PLUGIN_CPU_VEC)."""
+    vec = os.environ.get('FOCAL_PLUGIN_CPU_VEC', 'auto')
+    if vec not in ('auto', 'none'):
+        raise SystemExit(f"FOCAL_PLUGIN_CPU_VEC must be 'auto' or 'none', got {vec!r}")
+    if vec == 'none' or platform.machine().lower() not in ('x86_64', 'amd64'):
+        return ['default']
+    return list(CPU_CAPABILITIES)
+
+
+def build_ext_command():
+    """torch's BuildExtension (ninja), with one object folder per extension.
+
+    The CPU kernel libraries compile the same sources with different switches;
+    in setuptools' shared build_temp their object files would overwrite each
+    other.
+    """
+    from torch.utils.cpp_extension import BuildExtension
+
+    class BuildExtensionPerObjectDir(BuildExtension):
+
+        def build_extension(self, ext):
+            build_temp = self.build_temp
+            self.build_temp = osp.join(build_temp, ext.name)
+            try:
+                super().build_extension(ext)
+            finally:
+                self.build_temp = build_temp
+
+    return BuildExtensionPerObjectDir.with_options(use_ninja=True)
 
 
 def make_extensions() -> list:
@@ -65,18 +103,21 @@ def make_extensions() -> list:
     from torch.utils.cpp_extension import (CUDA_HOME, CppExtension,
                                            CUDAExtension)
 
-    sources = [osp.join(CSRC, 'focal_loss.cpp')]
-    sources += sorted(glob.glob(osp.join(CSRC, 'cpu', '*.cpp')))
     cxx_flags = ['-O3', '-fopenmp', '-Wall', '-Wno-unknown-pragmas']
-    vec = os.environ.get('FOCAL_PLUGIN_CPU_VEC', 'auto')
-    if vec not in ('auto', 'none'):
-        raise SystemExit(f"FOCAL_PLUGIN_CPU_VEC must be 'auto' or 'none', got {vec!r}")
-    if vec == 'auto' and cpu_supports_avx2():
-        # The same switches ATen uses for its AVX2 kernels: Vectorized<T>
-        # then maps to 256-bit registers and libtorch's Sleef exp/log1p.
-        cxx_flags += ['-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY=AVX2',
-                      '-DCPU_CAPABILITY_AVX2']
     extra_link_args = ['-fopenmp']
+    cpu_sources = sorted(glob.glob(osp.join(CSRC, 'cpu', '*.cpp')))
+    cpu_libraries = []
+    for isa in cpu_capabilities():
+        isa_flags = CPU_CAPABILITIES[isa] + [f'-DFOCAL_PLUGIN_CPU_LIBRARY=_C_cpu_{isa}']
+        if isa == 'avx512':
+            # GCC 12's avx512fintrin.h trips its own -Wuninitialized (_mm512_undefined_*,
+            # GCC bug 105593).
+            isa_flags += ['-Wno-uninitialized', '-Wno-maybe-uninitialized']
+        cpu_libraries.append(
+            CppExtension(f'focal_plugin._C_cpu_{isa}', cpu_sources,
+                         extra_compile_args={'cxx': cxx_flags + isa_flags},
+                         extra_link_args=extra_link_args))
+    sources = [osp.join(CSRC, 'focal_loss.cpp')]
 
     force_cuda = os.environ.get('FORCE_CUDA', '0') == '1'
     with_cuda = force_cuda or (torch.version.cuda is not None and CUDA_HOME is not None
@@ -99,16 +140,14 @@ def make_extensions() -> list:
                 extra_compile_args={'cxx': cxx_flags,
                                     'nvcc': nvcc_flags},
                 extra_link_args=extra_link_args)
-        ]
+        ] + cpu_libraries
     return [
         CppExtension('focal_plugin._C', sources, extra_compile_args={'cxx': cxx_flags},
                      extra_link_args=extra_link_args)
-    ]
+    ] + cpu_libraries
 
 
 def main() -> None:
-    from torch.utils.cpp_extension import BuildExtension
-
     setup(
         name='focal_plugin',
         version=get_version(),
@@ -127,7 +166,7 @@ def main() -> None:
             'tests': parse_requirements('tests.txt'),
         },
         ext_modules=make_extensions(),
-        cmdclass={'build_ext': BuildExtension.with_options(use_ninja=True)},
+        cmdclass={'build_ext': build_ext_command()},
         zip_safe=False,
         classifiers=[
             'Programming Language :: Python :: 3.11',

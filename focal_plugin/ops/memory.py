@@ -17,9 +17,9 @@ def empty_cpu_cache() -> int:
     """Frees the cached CPU output blocks that no tensor uses.
 
     Returns:
-        int: The number of bytes released (0 when the extension is not built).
+        int: The number of bytes released (0 when the CPU kernels are not built).
     """
-    if not extension.is_loaded():
+    if extension.cpu_isa() is None:
         return 0
     return torch.ops.focal_plugin.empty_cpu_cache()
 
@@ -28,8 +28,8 @@ def cpu_cache_bytes() -> int:
     """Bytes held by cached CPU output blocks that no tensor uses.
 
     Returns:
-        int: Cached bytes (0 when the extension is not built).
+        int: Cached bytes (0 when the CPU kernels are not built).
     """
-    if not extension.is_loaded():
+    if extension.cpu_isa() is None:
         return 0
     return torch.ops.focal_plugin.cpu_cache_bytes()

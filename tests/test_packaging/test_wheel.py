@@ -8,6 +8,7 @@ One module-scoped build (about 30 s on 2 cores: the C++ extension compiles).
 import email
 import os
 import os.path as osp
+import platform
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import textwrap
 import zipfile
 
 import pytest
+
+from focal_plugin.ops import extension
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -60,7 +63,12 @@ def _metadata(wheel):
 def test_wheel_holds_the_compiled_extension_and_the_package(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    assert any(n.startswith('focal_plugin/_C') and n.endswith('.so') for n in names), names
+    libraries = {n.split('/')[1].split('.')[0] for n in names
+                 if n.startswith('focal_plugin/_C') and n.endswith('.so')}
+    expected = {'_C'} | {f'_C_cpu_{isa}' for isa in extension.CPU_LIBRARIES}
+    if platform.machine().lower() not in ('x86_64', 'amd64'):
+        expected = {'_C', '_C_cpu_default'}
+    assert libraries == expected, names
     for module in ('__init__.py', 'ops/focal_loss.py', 'models/losses/fused_focal_loss.py',
                    'datasets/synthetic_seg.py', 'utils/version_check.py'):
         assert f'focal_plugin/{module}' in names

@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -55,18 +56,23 @@ struct Lanes {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       v.store(p, n);
     } else {
-#if defined(CPU_CAPABILITY_AVX2)
-      // A whole vector: 8 floats round to 8 half/bfloat16 in one 128-bit
-      // store. (Vectorized<BFloat16>::store of 8 of its 16 values goes
-      // through a stack buffer and memcpy.)
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+      // A whole vector of floats rounds to as many half/bfloat16 in one
+      // store of half the width. (Vectorized<BFloat16>::store of half of its
+      // values goes through a stack buffer and memcpy.)
       if (n == Vec::size()) {
-        __m128i packed;
+#if defined(CPU_CAPABILITY_AVX512)
+        using Packed = __m256i;
+#else
+        using Packed = __m128i;
+#endif
+        Packed packed;
         if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
           packed = at::vec::cvtfp32_bf16(v);
         } else {
           packed = at::vec::cvtfp32_fp16(v);
         }
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+        std::memcpy(p, &packed, sizeof(packed));
         return;
       }
 #endif

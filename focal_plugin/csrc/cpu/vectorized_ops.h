@@ -1,6 +1,7 @@
 // at::vec::Vectorized backend for the math templates in focal_loss_math.h:
 // the same expressions as on the GPU, evaluated Vectorized<T>::size() lanes at
-// a time (8 floats with AVX2).
+// a time (8 floats with AVX2, 16 with AVX-512: one library per instruction set,
+// see setup.py).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -45,6 +46,8 @@ struct VectorizedOps {
   static Value abs(const Value& x) { return x.abs(); }
   // Whether any lane of a mask is set: lets a functor skip work that no lane needs.
   static bool any(const Mask& m) { return m.zero_mask() != (1 << Value::size()) - 1; }
+  // Whether every lane of a mask is set.
+  static bool all(const Mask& m) { return m.zero_mask() == 0; }
   static Value max(const Value& a, const Value& b) { return at::vec::maximum(a, b); }
   static Mask nonneg(const Value& x) { return x >= Value(T(0)); }
   static Mask greater(const Value& a, const Value& b) { return a > b; }
@@ -62,45 +65,53 @@ struct VectorizedOps {
   // Sleef's logf. Lanes that are not positive normal finite numbers (0,
   // subnormals, negatives, inf, NaN) take Sleef's log, which handles them.
   static Value log_float(const Value& x) {
-#if defined(CPU_CAPABILITY_AVX2)
-    const __m256 v = x;
-    const __m256i bits = _mm256_castps_si256(v);
-    __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
-    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(
-        _mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f800000)));
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+    Value m, e;
+    split_exponent(x, &m, &e);
     // m in [1, 2) -> [sqrt(1/2), sqrt(2)): halve m (exactly) and add 1 to e.
-    const __m256 upper = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GE_OQ);
-    m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), upper);
-    e = _mm256_sub_epi32(e, _mm256_castps_si256(upper));  // all-ones lanes are -1
-    const __m256 fe = _mm256_cvtepi32_ps(e);
-    const __m256 t = _mm256_sub_ps(m, _mm256_set1_ps(1.0f));  // exact
-    const __m256 z = _mm256_mul_ps(t, t);
-    __m256 poly = _mm256_set1_ps(7.0376836292e-2f);
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.1514610310e-1f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.1676998740e-1f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.2420140846e-1f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.4249322787e-1f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.6668057665e-1f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(2.0000714765e-1f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-2.4999993993e-1f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(3.3333331174e-1f));
-    __m256 y = _mm256_mul_ps(_mm256_mul_ps(poly, t), z);
-    y = _mm256_fmadd_ps(fe, _mm256_set1_ps(-2.12194440e-4f), y);
-    y = _mm256_fmadd_ps(z, _mm256_set1_ps(-0.5f), y);
-    __m256 r = _mm256_add_ps(t, y);
-    r = _mm256_fmadd_ps(fe, _mm256_set1_ps(0.693359375f), r);
+    const Value upper = m >= Value(1.41421356f);
+    m = Value::blendv(m, m * Value(0.5f), upper);
+    e = e + (upper & Value(1.0f));
+    const Value t = m - Value(1.0f);  // exact
+    const Value z = t * t;
+    Value poly(7.0376836292e-2f);
+    poly = at::vec::fmadd(poly, t, Value(-1.1514610310e-1f));
+    poly = at::vec::fmadd(poly, t, Value(1.1676998740e-1f));
+    poly = at::vec::fmadd(poly, t, Value(-1.2420140846e-1f));
+    poly = at::vec::fmadd(poly, t, Value(1.4249322787e-1f));
+    poly = at::vec::fmadd(poly, t, Value(-1.6668057665e-1f));
+    poly = at::vec::fmadd(poly, t, Value(2.0000714765e-1f));
+    poly = at::vec::fmadd(poly, t, Value(-2.4999993993e-1f));
+    poly = at::vec::fmadd(poly, t, Value(3.3333331174e-1f));
+    Value y = poly * t * z;
+    y = at::vec::fmadd(e, Value(-2.12194440e-4f), y);
+    y = at::vec::fmadd(z, Value(-0.5f), y);
+    Value r = at::vec::fmadd(e, Value(0.693359375f), t + y);
     // NaN compares false, so it is not "normal" either.
-    const __m256 normal =
-        _mm256_and_ps(_mm256_cmp_ps(v, _mm256_set1_ps(std::numeric_limits<float>::min()), _CMP_GE_OQ),
-                      _mm256_cmp_ps(v, _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_LT_OQ));
-    if (_mm256_movemask_ps(normal) != 0xff) {
-      r = _mm256_blendv_ps(x.log(), r, normal);
-    }
+    const Value normal = (x >= Value(std::numeric_limits<float>::min())) &
+                         (x < Value(std::numeric_limits<float>::infinity()));
+    if (!all(normal)) r = Value::blendv(x.log(), r, normal);
     return r;
 #else
     return x.log();
 #endif
   }
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  // x = m 2^e with m in [1, 2), for positive normal finite lanes (others: any value).
+  static void split_exponent(const Value& x, Value* m, Value* e) {
+#if defined(CPU_CAPABILITY_AVX512)
+    *m = _mm512_getmant_ps(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero);
+    *e = _mm512_getexp_ps(x);
+#else
+    const __m256i bits = _mm256_castps_si256(x);
+    *m = _mm256_castsi256_ps(_mm256_or_si256(
+        _mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f800000)));
+    *e = _mm256_cvtepi32_ps(
+        _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127)));
+#endif
+  }
+#endif
 
   // log(1 + x) for x in [0, 1], about 2 ulp: log1p(x) = 2 atanh(s) with
   // s = x / (2 + x) in [0, 1/3], and atanh(s) = s (1 + s^2/3 + s^4/5 + ...);
