@@ -80,13 +80,18 @@ struct Lanes {
       at::vec::convert_from_float<scalar_t>(v, v).store(p, n);
     }
   }
-  // Sum of the lanes, in lane order, in double.
+  // Sum of the lanes in double, as a fixed pairwise tree: log2(lanes)
+  // dependent additions per row instead of one per lane, which would bound
+  // the speed of rows whose elements are cheap.
   static double sum(const Vec& v) {
-    acc_t buf[Vec::size()];
-    v.store(buf);
-    double total = 0;
-    for (int64_t k = 0; k < Vec::size(); ++k) total += buf[k];
-    return total;
+    acc_t lanes[Vec::size()];
+    v.store(lanes);
+    double buf[Vec::size()];
+    for (int64_t k = 0; k < Vec::size(); ++k) buf[k] = lanes[k];
+    for (int64_t width = Vec::size() / 2; width > 0; width /= 2) {
+      for (int64_t k = 0; k < width; ++k) buf[k] += buf[k + width];
+    }
+    return buf[0];
   }
 };
 

@@ -3,11 +3,14 @@
 // member's math functor. Vectorised with at::vec::Vectorized, parallel with
 // at::parallel_for, and deterministic: reductions use a fixed chunking of
 // rows, each chunk summed in order, chunks combined in order, so 1 and N
-// threads give bitwise-identical results.
+// threads give bitwise-identical results. Large half-precision calls look
+// the values of zero-target elements up in a table of the functor over every
+// 16-bit logit (zero_target_table.h).
 //
 // Memory: no N x C temporaries; the only N x C buffers are the outputs (the
 // per-element loss for 'none', the gradient), taken from cpu_output_cache.h
-// so that their pages are not faulted in afresh every training step.
+// so that their pages are not faulted in afresh every training step. (The
+// table is 512 KiB, whatever the shape.)
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -20,6 +23,7 @@
 #include "cpu_kernel_utils.h"
 #include "cpu_output_cache.h"
 #include "vectorized_ops.h"
+#include "zero_target_table.h"
 
 namespace focal_plugin {
 namespace cpu {
@@ -28,11 +32,13 @@ namespace {
 // Evaluates row i and hands each group of lanes to sink(offset, n, loss, grad).
 // Ignored rows are handed zeros (even for NaN logits: they are not part of
 // the loss). Soft targets outside [0, 1] set lanes of `bad_target` where
-// the member requires [0, 1].
+// the member requires [0, 1]. Whole vectors of zero targets are looked up in
+// `table` when one is given.
 template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t, typename acc_t,
           typename Params, typename Sink>
 inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
-                          Vectorized<acc_t>& bad_target, Sink&& sink) {
+                     const ZeroTargetTable<acc_t>* table, Vectorized<acc_t>& bad_target,
+                     Sink&& sink) {
   using Vec = Vectorized<acc_t>;
   using IO = Lanes<scalar_t, acc_t>;
   using Ops = math::VectorizedOps<acc_t>;
@@ -56,19 +62,29 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
     const int64_t n = std::min(kLanes, C - j);
     const Vec x = IO::load(a.pred + row_offset + j, n);
     Vec y;
+    bool zero_target;
     if (a.labels != nullptr) {
       // The label is compared as a lane offset below kLanes, which every float
       // type holds exactly (a float label would round for C > 2^24).
       const int64_t label_lane = label - j;
-      y = (label_lane >= 0 && label_lane < kLanes)
-              ? Vec::blendv(zero, label_value, iota == Vec(static_cast<acc_t>(label_lane)))
-              : zero;
+      zero_target = !(label_lane >= 0 && label_lane < kLanes);
+      y = zero_target ? zero
+                      : Vec::blendv(zero, label_value, iota == Vec(static_cast<acc_t>(label_lane)));
     } else {
       y = IO::load(a.soft_target + row_offset + j, n);
       if (Loss::kTargetsInUnitRange) bad_target = bad_target | (y < zero) | (y > one);
+      zero_target = table != nullptr && Ops::all(y == zero);
     }
     Vec w(row_weight);
     if (a.weight_per_element) w = w * Vec::loadu(a.weight + row_offset + j, n);
+    if constexpr (kTabulatedInput<scalar_t>) {
+      if (table != nullptr && zero_target && n == kLanes) {
+        Vec loss, grad;
+        table->template lookup<kLoss, kGrad>(a.pred + row_offset + j, w, &loss, &grad);
+        sink(row_offset + j, n, loss, grad);
+        continue;
+      }
+    }
     Vec alpha;
     if (a.class_alpha != nullptr) alpha = Vec::loadu(a.class_alpha + j, n);
     Vec loss, grad;
@@ -96,12 +112,20 @@ template <typename Loss, typename scalar_t, typename acc_t, typename Params>
 //   loss_out is null (kLoss);
 //   the derivative to grad_out, times grad_output: go_element (per element,
 //   'none') or go_scale (kGrad).
-template <typename Loss, bool kLoss, bool kGrad, typename scalar_t, typename acc_t,
+template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t, typename acc_t,
           typename Params>
-double run(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_out, scalar_t* grad_out,
-           const scalar_t* go_element, acc_t go_scale) {
+double run_targets(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_out,
+                   scalar_t* grad_out, const scalar_t* go_element, acc_t go_scale) {
   using Vec = Vectorized<acc_t>;
   using IO = Lanes<scalar_t, acc_t>;
+  ZeroTargetTable<acc_t> zero_target_table;
+  const ZeroTargetTable<acc_t>* table = nullptr;
+  if constexpr (kTabulatedInput<scalar_t>) {
+    if (a.class_alpha == nullptr && a.rows * a.classes >= kTableMinElements) {
+      zero_target_table.template fill<Loss, kLoss, kGrad, kBinary>(a);
+      table = &zero_target_table;
+    }
+  }
   std::atomic<bool> bad_target{false};
   const double total = chunked_sum(a.rows, rows_per_chunk(a.classes), [&](int64_t i) {
     Vec row_sum(acc_t(0)), bad(acc_t(0));
@@ -123,12 +147,7 @@ double run(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_out, scala
         }
       }
     };
-    // 0/1 targets (labels without scores) let the functor skip a division.
-    if (a.labels != nullptr && a.label_score == nullptr) {
-      eval_row<Loss, kLoss, kGrad, true>(a, i, bad, sink);
-    } else {
-      eval_row<Loss, kLoss, kGrad, false>(a, i, bad, sink);
-    }
+    eval_row<Loss, kLoss, kGrad, kBinary>(a, i, table, bad, sink);
     if (a.soft_target != nullptr && math::VectorizedOps<acc_t>::any(bad)) {
       bad_target.store(true, std::memory_order_relaxed);
     }
@@ -136,6 +155,17 @@ double run(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_out, scala
   });
   if (bad_target.load()) report_bad_target<Loss>(a);
   return total;
+}
+
+template <typename Loss, bool kLoss, bool kGrad, typename scalar_t, typename acc_t,
+          typename Params>
+double run(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_out, scalar_t* grad_out,
+           const scalar_t* go_element, acc_t go_scale) {
+  // 0/1 targets (labels without scores) let the functor skip a division.
+  if (a.labels != nullptr && a.label_score == nullptr) {
+    return run_targets<Loss, kLoss, kGrad, true>(a, loss_out, grad_out, go_element, go_scale);
+  }
+  return run_targets<Loss, kLoss, kGrad, false>(a, loss_out, grad_out, go_element, go_scale);
 }
 
 at::Tensor empty_sum(const Inputs& in) {

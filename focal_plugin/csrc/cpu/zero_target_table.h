@@ -1,0 +1,146 @@
+// Lookup tables for half-precision inputs, where the target is 0.
+//
+// A float16 or bfloat16 logit is one of 65536 bit patterns. Where an
+// element's target is 0 (every column but the label's with class labels, and
+// most of a detector's soft targets) and no per-class alpha is given, the
+// loss and gradient of every elementwise member depend on the logit alone,
+// times the element's weight. The kernel then evaluates the member's functor
+// once per bit pattern, with the same vector code and parameters as the
+// elements themselves, and looks each element's values up: two gathers
+// instead of an exp, a log1p and the divisions. Tabulating costs 65536
+// evaluations, so only calls with at least kTableMinElements elements do it.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "../focal_loss_args.h"
+#include "cpu_kernel_utils.h"
+#include "vectorized_ops.h"
+
+namespace focal_plugin {
+namespace cpu {
+
+constexpr int64_t kTableEntries = int64_t(1) << 16;
+constexpr int64_t kTableMinElements = 16 * kTableEntries;
+
+template <typename scalar_t>
+constexpr bool kTabulatedInput =
+    std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
+
+// The 16-bit patterns of Vectorized<int32_t>::size() half-precision values,
+// zero-extended to 32-bit lanes: the table indices.
+template <typename scalar_t>
+inline Vectorized<int32_t> load_bit_patterns(const scalar_t* p) {
+  static_assert(sizeof(scalar_t) == 2, "16-bit inputs only");
+#if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(CPU_CAPABILITY_AVX2)
+  return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+  int32_t bits[Vectorized<int32_t>::size()];
+  for (int64_t k = 0; k < Vectorized<int32_t>::size(); ++k) {
+    uint16_t b;
+    std::memcpy(&b, p + k, sizeof(b));
+    bits[k] = b;
+  }
+  return Vectorized<int32_t>::loadu(bits);
+#endif
+}
+
+// The loss and gradient, for weight 1, of every bit pattern of a
+// half-precision logit with target 0.
+template <typename acc_t>
+class ZeroTargetTable {
+ public:
+  using Vec = Vectorized<acc_t>;
+
+  // Evaluates Loss's functor (with kLoss, kGrad, kBinary as the kernel does)
+  // for every bit pattern. Deterministic: chunked_sum's single out-of-line
+  // loop fills every entry, whatever the thread count.
+  template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t,
+            typename Params>
+  void fill(const LossArgs<scalar_t, acc_t, Params>& a) {
+    constexpr int64_t kLanes = Vec::size();
+    static_assert(Vectorized<int32_t>::size() == kLanes, "one index lane per value lane");
+    if (kLoss && kGrad) {
+      pairs_.resize(2 * kTableEntries);
+    } else {
+      (kLoss ? loss_ : grad_).resize(kTableEntries);
+    }
+    chunked_sum(kTableEntries / kLanes, 256, [&](int64_t v) {
+      uint16_t bits[kLanes];
+      for (int64_t k = 0; k < kLanes; ++k) bits[k] = static_cast<uint16_t>(v * kLanes + k);
+      scalar_t values[kLanes];
+      std::memcpy(values, bits, sizeof(bits));
+      const Vec x = Lanes<scalar_t, acc_t>::load(values, kLanes);
+      Vec loss, grad;
+      Loss::Math::template eval<math::VectorizedOps<acc_t>, kLoss, kGrad, kBinary>(
+          a.params, x, Vec(acc_t(0)), Vec(acc_t(1)), nullptr, &loss, &grad);
+      if (kLoss && kGrad) {  // interleaved: one 64-bit entry per pattern
+        acc_t l[kLanes], g[kLanes];
+        loss.store(l);
+        grad.store(g);
+        for (int64_t k = 0; k < kLanes; ++k) {
+          pairs_[2 * (v * kLanes + k)] = l[k];
+          pairs_[2 * (v * kLanes + k) + 1] = g[k];
+        }
+      } else if (kLoss) {
+        loss.store(loss_.data() + v * kLanes);
+      } else {
+        grad.store(grad_.data() + v * kLanes);
+      }
+      return 0.0;
+    });
+  }
+
+  // The tabulated values of a whole vector of logits at p, times w.
+  template <bool kLoss, bool kGrad, typename scalar_t>
+  void lookup(const scalar_t* p, const Vec& w, Vec* loss, Vec* grad) const {
+    const Vectorized<int32_t> index = load_bit_patterns(p);
+    if constexpr (kLoss && kGrad) {
+      gather_pairs(index, loss, grad);
+      *loss = w * *loss;
+      *grad = w * *grad;
+    } else if constexpr (kLoss) {
+      *loss = w * at::vec::gather<sizeof(acc_t)>(loss_.data(), index);
+    } else {
+      *grad = w * at::vec::gather<sizeof(acc_t)>(grad_.data(), index);
+    }
+  }
+
+ private:
+  // Loss and gradient of each index from the interleaved pairs: with
+  // AVX-512, one 64-bit gather per pair of lanes (gathers cost per element).
+  void gather_pairs(const Vectorized<int32_t>& index, Vec* loss, Vec* grad) const {
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<acc_t, float>) {
+      const __m512i i = index;
+      const double* base = reinterpret_cast<const double*>(pairs_.data());
+      const __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(i), base, 8));
+      const __m512 hi =
+          _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(i, 1), base, 8));
+      const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                             28, 30);
+      *loss = _mm512_permutex2var_ps(lo, even, hi);
+      *grad = _mm512_permutex2var_ps(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
+      return;
+    }
+#endif
+    const Vectorized<int32_t> twice = index + index;
+    *loss = at::vec::gather<sizeof(acc_t)>(pairs_.data(), twice);
+    *grad = at::vec::gather<sizeof(acc_t)>(pairs_.data() + 1, twice);
+  }
+
+  std::vector<acc_t> loss_, grad_;  // one of them, when only the loss or the gradient is wanted
+  std::vector<acc_t> pairs_;         // (loss, gradient) of each pattern, when both are
+};
+
+}  // namespace cpu
+}  // namespace focal_plugin
