@@ -49,8 +49,9 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from focal_plugin.ops import (empty_cpu_cache, gaussian_focal_loss, quality_focal_loss,
-                              reference, sigmoid_focal_loss, varifocal_loss)
+from focal_plugin.ops import (empty_cpu_cache, extension, gaussian_focal_loss,
+                              quality_focal_loss, reference, sigmoid_focal_loss,
+                              varifocal_loss)
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 LOSSES = ('focal', 'qfl', 'vfl', 'gaussian')
@@ -273,6 +274,7 @@ def time_case(spec: str, device: torch.device, repeat: int, time_limit: float) -
         'case': f'{loss}:{"x".join(map(str, shape))}:{dtype_name}', 'loss': loss,
         'shape': 'x'.join(map(str, shape)), 'dtype': dtype_name, 'device': str(device),
         'threads': torch.get_num_threads(), 'rows': rows,
+        'cpu_kernels': extension.cpu_isa() if device.type == 'cpu' else None,
         'fraction_of_bandwidth_floor': floor_ms / ours,
     }
 
@@ -307,7 +309,8 @@ def format_table(results: List[dict]) -> str:
         lines.append(f"- {res['loss']} {res['shape']} {res['dtype']}: focal_plugin runs at "
                      f"{res['fraction_of_bandwidth_floor']:.0%} of the memory-bandwidth floor "
                      f"(copy_ time x {FUSED_TRAFFIC}/{COPY_TRAFFIC}); {res['threads']} threads, "
-                     f"{res['device']}.")
+                     f"{res['device']}" + (f", {res['cpu_kernels']} kernels"
+                                           if res.get('cpu_kernels') else '') + '.')
     return '\n'.join(lines)
 
 
