@@ -69,11 +69,10 @@ class ZeroTargetTable {
   void fill(const LossArgs<scalar_t, acc_t, Params>& a) {
     constexpr int64_t kLanes = Vec::size();
     static_assert(Vectorized<int32_t>::size() == kLanes, "one index lane per value lane");
-    if (kLoss && kGrad) {
-      pairs_.resize(2 * kTableEntries);
-    } else {
-      (kLoss ? loss_ : grad_).resize(kTableEntries);
-    }
+    std::vector<acc_t>& storage = thread_storage();
+    storage.resize((kLoss && kGrad ? 2 : 1) * kTableEntries);
+    acc_t* data = storage.data();
+    data_ = data;
     chunked_sum(kTableEntries / kLanes, 256, [&](int64_t v) {
       uint16_t bits[kLanes];
       for (int64_t k = 0; k < kLanes; ++k) bits[k] = static_cast<uint16_t>(v * kLanes + k);
@@ -88,13 +87,11 @@ class ZeroTargetTable {
         loss.store(l);
         grad.store(g);
         for (int64_t k = 0; k < kLanes; ++k) {
-          pairs_[2 * (v * kLanes + k)] = l[k];
-          pairs_[2 * (v * kLanes + k) + 1] = g[k];
+          data[2 * (v * kLanes + k)] = l[k];
+          data[2 * (v * kLanes + k) + 1] = g[k];
         }
-      } else if (kLoss) {
-        loss.store(loss_.data() + v * kLanes);
       } else {
-        grad.store(grad_.data() + v * kLanes);
+        (kLoss ? loss : grad).store(data + v * kLanes);
       }
       return 0.0;
     });
@@ -109,9 +106,9 @@ class ZeroTargetTable {
       *loss = w * *loss;
       *grad = w * *grad;
     } else if constexpr (kLoss) {
-      *loss = w * at::vec::gather<sizeof(acc_t)>(loss_.data(), index);
+      *loss = w * at::vec::gather<sizeof(acc_t)>(data_, index);
     } else {
-      *grad = w * at::vec::gather<sizeof(acc_t)>(grad_.data(), index);
+      *grad = w * at::vec::gather<sizeof(acc_t)>(data_, index);
     }
   }
 
@@ -122,7 +119,7 @@ class ZeroTargetTable {
 #if defined(CPU_CAPABILITY_AVX512)
     if constexpr (std::is_same_v<acc_t, float>) {
       const __m512i i = index;
-      const double* base = reinterpret_cast<const double*>(pairs_.data());
+      const double* base = reinterpret_cast<const double*>(data_);
       const __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(i), base, 8));
       const __m512 hi =
           _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(i, 1), base, 8));
@@ -134,12 +131,19 @@ class ZeroTargetTable {
     }
 #endif
     const Vectorized<int32_t> twice = index + index;
-    *loss = at::vec::gather<sizeof(acc_t)>(pairs_.data(), twice);
-    *grad = at::vec::gather<sizeof(acc_t)>(pairs_.data() + 1, twice);
+    *loss = at::vec::gather<sizeof(acc_t)>(data_, twice);
+    *grad = at::vec::gather<sizeof(acc_t)>(data_ + 1, twice);
   }
 
-  std::vector<acc_t> loss_, grad_;  // one of them, when only the loss or the gradient is wanted
-  std::vector<acc_t> pairs_;         // (loss, gradient) of each pattern, when both are
+  // The table's memory, kept by the calling thread for its later calls: a
+  // fresh 512 KiB block every call would fault its pages in every time.
+  static std::vector<acc_t>& thread_storage() {
+    static thread_local std::vector<acc_t> storage;
+    return storage;
+  }
+
+  // By pattern: (loss, gradient) pairs when both are wanted, else the one wanted.
+  const acc_t* data_ = nullptr;
 };
 
 }  // namespace cpu
