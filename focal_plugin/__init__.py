@@ -15,9 +15,7 @@ Without mmengine (e.g. a CUDA machine that only runs the op's tests), the
 package imports with the op alone; naming ``focal_plugin.FocalRunner`` then
 raises an ImportError that says what to install.
 """
-import importlib.util
-
-from .utils.version_check import SUPPORTED_VERSIONS, check_versions
+from .utils.version_check import SUPPORTED_VERSIONS, check_versions, module_found
 from .version import __version__, version_info
 
 check_versions()
@@ -25,17 +23,9 @@ check_versions()
 from . import ops  # noqa: E402
 
 
-def _installed(name: str) -> bool:
-    """Whether ``name`` can be found, without importing it."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # blocked (sys.modules[name] is None, an import hook)
-        return False
-
-
 # An installed mmengine is imported for real: if it is broken, the error shows
 # here rather than as an unknown type name when a config is built.
-HAS_MMENGINE = _installed('mmengine')
+HAS_MMENGINE = module_found('mmengine')
 HAS_MMDET = False
 if HAS_MMENGINE:
     from .engine import FocalRunner  # noqa: E402  (registers it in RUNNERS)

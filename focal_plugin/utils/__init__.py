@@ -1,3 +1,3 @@
-from .version_check import SUPPORTED_VERSIONS, check_versions
+from .version_check import SUPPORTED_VERSIONS, check_versions, module_found
 
-__all__ = ['SUPPORTED_VERSIONS', 'check_versions']
+__all__ = ['SUPPORTED_VERSIONS', 'check_versions', 'module_found']

@@ -1,5 +1,6 @@
 """Checks that the installed OpenMMLab packages are versions focal_plugin supports."""
 import importlib.metadata
+import importlib.util
 from typing import Callable, Dict, Optional, Tuple
 
 # package: (minimum inclusive, maximum exclusive, required). The required ones
@@ -16,6 +17,14 @@ SUPPORTED_VERSIONS: Dict[str, Tuple[str, str, bool]] = {
     # decode heads call loss(seg_logits, seg_label, weight=..., ignore_index=...) in 1.x
     'mmsegmentation': ('1.0.0', '1.3.0', False),
 }
+
+
+def module_found(name: str) -> bool:
+    """Whether module ``name`` can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # blocked (sys.modules[name] is None, an import hook)
+        return False
 
 
 def installed_version(package: str) -> Optional[str]:

@@ -2,6 +2,9 @@
 import hashlib
 import os
 import os.path as osp
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import numpy as np
@@ -80,3 +83,35 @@ def test_mmseg_dataset_loads_a_split(tmp_path):
     assert item['img'].shape == (40, 48, 3) and item['gt_seg_map'].shape == (40, 48)
     with pytest.raises(ValueError, match="split must be one of"):
         SyntheticShapesSegDataset(split='test', data_root=root)
+
+
+def test_mmseg_dataset_works_without_mmdet(tmp_path):
+    # An mmsegmentation environment need not have mmdet: the config imports
+    # focal_plugin and focal_plugin.datasets.synthetic_seg by name.
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    script = textwrap.dedent(f"""
+        import sys
+
+        class BlockMmdet:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] == 'mmdet':
+                    raise ImportError(name + ' is blocked by the test')
+                return None
+
+        sys.meta_path.insert(0, BlockMmdet())
+        import focal_plugin
+        from focal_plugin.datasets.synthetic_seg import (SyntheticShapesSegDataset,
+                                                         prepare_synthetic_seg_dataset)
+        from mmseg.registry import DATASETS
+
+        assert not focal_plugin.HAS_MMDET
+        assert DATASETS.get('SyntheticShapesSegDataset') is SyntheticShapesSegDataset
+        data_root = prepare_synthetic_seg_dataset({str(tmp_path / 'seg')!r}, **{SMALL!r})
+        assert len(SyntheticShapesSegDataset(split='val', data_root=data_root)) == 4
+        assert not [m for m in sys.modules if m.split('.')[0] == 'mmdet']
+        print('OK')
+    """)
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith('OK')
