@@ -246,7 +246,8 @@ names = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names()
                if n.startswith("focal_plugin::") and "cpu_cache" not in n)
 missing = [(n, key) for n in names for key in ("CPU", "CUDA")
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"focal_plugin::{n}", key)]
-print(f"kernels registered: {2 * len(names) - len(missing)}/{2 * len(names)} ({len(names)} ops)")
+print(f"kernels registered: {2 * len(names) - len(missing)}/{2 * len(names)} ({len(names)} ops; "
+      f"CPU kernels: {ops.cpu_isa()})")
 if missing or not names:
     sys.exit(f"missing kernels: {missing or names}")'
 step "GPU tests ($CUDA_TESTS, on their own)" test_cuda.log \
