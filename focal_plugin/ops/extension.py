@@ -15,7 +15,7 @@ import torch
 
 from . import registration
 
-# Best first; each runs on every CPU that runs the ones after it.
+# Best first: a CPU that runs one of them runs every one after it.
 CPU_LIBRARIES = ('avx512', 'avx2', 'default')
 
 _load_error: Optional[BaseException] = None
