@@ -47,7 +47,7 @@ def test_isa_order_matches_atens_capability_names():
 
 @pytest.mark.skipif(bool(os.environ.get(CHILD_ENV)), reason='already the child run of one ISA')
 @pytest.mark.parametrize('isa', extension.CPU_LIBRARIES)
-def test_op_tests_pass_with_each_isa_library(isa):
+def test_op_tests_pass_with_each_isa_library(isa, tmp_path):
     if not _built(isa):
         pytest.skip(f'focal_plugin._C_cpu_{isa} is not built (FOCAL_PLUGIN_CPU_VEC=none?)')
     if not _runnable(isa):
@@ -55,7 +55,11 @@ def test_op_tests_pass_with_each_isa_library(isa):
                     f'(ATen capability {torch.backends.cpu.get_cpu_capability()})')
     if isa == cpu_isa():
         pytest.skip(f'{isa} is the library this process runs the whole suite with')
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=isa, **{CHILD_ENV: isa})
+    # A private Inductor cache: torch reuses compiled kernels across
+    # ATEN_CPU_CAPABILITY values, which crashed a compiled training run
+    # (a segfault in Inductor's generated code, not in the package's).
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=isa, TORCHINDUCTOR_CACHE_DIR=str(tmp_path),
+               **{CHILD_ENV: isa})
     tests = [
         osp.join('tests', 'test_ops', name) for name in (
             'test_cpu_dispatch.py', 'test_family_ops.py', 'test_focal_loss_correctness.py',
