@@ -108,7 +108,7 @@ def make_extensions() -> list:
     cpu_sources = sorted(glob.glob(osp.join(CSRC, 'cpu', '*.cpp')))
     cpu_libraries = []
     for isa in cpu_capabilities():
-        isa_flags = CPU_CAPABILITIES[isa] + [f'-DFOCAL_PLUGIN_CPU_LIBRARY=_C_cpu_{isa}']
+        isa_flags = list(CPU_CAPABILITIES[isa])
         if isa == 'avx512':
             # GCC 12's avx512fintrin.h trips its own -Wuninitialized (_mm512_undefined_*,
             # GCC bug 105593).

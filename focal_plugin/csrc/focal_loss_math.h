@@ -322,9 +322,9 @@ struct QualityFocal {
  private:
   template <class Ops, bool kWantLoss, bool kWantGrad, typename acc_t>
   static FOCAL_COLD_PATH void probability_qfl(typename Ops::Value p, typename Ops::Value y,
-                                                const Exponent<acc_t>& beta,
-                                                typename Ops::Value* loss,
-                                                typename Ops::Value* grad) {
+                                              const Exponent<acc_t>& beta,
+                                              typename Ops::Value* loss,
+                                              typename Ops::Value* grad) {
     using T = typename Ops::Value;
     const T zero = Ops::constant(0.0), one = Ops::constant(1.0);
     const T log_floor = Ops::constant(-100.0);

@@ -7,8 +7,9 @@
 // kernels (TORCH_LIBRARY_IMPL); no Python bindings are needed.
 #include <Python.h>
 
-#ifndef FOCAL_PLUGIN_CPU_LIBRARY
-#error "FOCAL_PLUGIN_CPU_LIBRARY (the module name, e.g. _C_cpu_avx2) is set by setup.py"
+// TORCH_EXTENSION_NAME (e.g. _C_cpu_avx2) is set by torch's extension build.
+#ifndef TORCH_EXTENSION_NAME
+#error "TORCH_EXTENSION_NAME is set by torch.utils.cpp_extension; build with setup.py"
 #endif
 
 #define FOCAL_PLUGIN_STRINGIFY_(name) #name
@@ -16,9 +17,9 @@
 #define FOCAL_PLUGIN_PYINIT_(name) PyInit_##name
 #define FOCAL_PLUGIN_PYINIT(name) FOCAL_PLUGIN_PYINIT_(name)
 
-extern "C" PyObject* FOCAL_PLUGIN_PYINIT(FOCAL_PLUGIN_CPU_LIBRARY)(void) {
+extern "C" PyObject* FOCAL_PLUGIN_PYINIT(TORCH_EXTENSION_NAME)(void) {
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, FOCAL_PLUGIN_STRINGIFY(FOCAL_PLUGIN_CPU_LIBRARY),
+      PyModuleDef_HEAD_INIT, FOCAL_PLUGIN_STRINGIFY(TORCH_EXTENSION_NAME),
       "focal_plugin CPU kernels for one instruction set (see torch.ops.focal_plugin)", -1,
       nullptr};
   return PyModule_Create(&module_def);

@@ -105,10 +105,8 @@ class ZeroTargetTable {
       gather_pairs(index, loss, grad);
       *loss = w * *loss;
       *grad = w * *grad;
-    } else if constexpr (kLoss) {
-      *loss = w * at::vec::gather<sizeof(acc_t)>(data_, index);
     } else {
-      *grad = w * at::vec::gather<sizeof(acc_t)>(data_, index);
+      *(kLoss ? loss : grad) = w * at::vec::gather<sizeof(acc_t)>(data_, index);
     }
   }
 
