@@ -53,12 +53,27 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
     return;
   }
   const acc_t row_weight = (a.weight != nullptr && !a.weight_per_element) ? a.weight[i] : acc_t(1);
+  // A background row has target 0 everywhere: its whole vectors come
+  // straight from the table, without the per-vector target logic below
+  // (which made the lookups a quarter slower).
+  int64_t j_start = 0;
+  if constexpr (kTabulatedInput<scalar_t>) {
+    if (table != nullptr && label == C && !a.weight_per_element) {
+      const ZeroTargetTable<acc_t> local_table = *table;  // a local: see run_targets' sink
+      const Vec w(row_weight);
+      for (; j_start + kLanes <= C; j_start += kLanes) {
+        Vec loss, grad;
+        local_table.template lookup<kLoss, kGrad>(a.pred + row_offset + j_start, w, &loss, &grad);
+        sink(row_offset + j_start, kLanes, loss, grad);
+      }
+    }
+  }
   const Vec label_value = a.label_score != nullptr ? Vec(a.label_score[i]) : one;
   alignas(64) acc_t lane_index[kLanes];
   for (int64_t k = 0; k < kLanes; ++k) lane_index[k] = static_cast<acc_t>(k);
   const Vec iota = Vec::loadu(lane_index);
 
-  for (int64_t j = 0; j < C; j += kLanes) {
+  for (int64_t j = j_start; j < C; j += kLanes) {
     const int64_t n = std::min(kLanes, C - j);
     const Vec x = IO::load(a.pred + row_offset + j, n);
     Vec y;
@@ -129,7 +144,9 @@ double run_targets(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_ou
   std::atomic<bool> bad_target{false};
   const double total = chunked_sum(a.rows, rows_per_chunk(a.classes), [&](int64_t i) {
     Vec row_sum(acc_t(0)), bad(acc_t(0));
-    auto sink = [&](int64_t off, int64_t n, const Vec& loss, const Vec& grad) {
+    // The outputs by value: the vector stores may alias any memory, so values
+    // read through references would be loaded again after every store.
+    auto sink = [=, &row_sum](int64_t off, int64_t n, const Vec& loss, const Vec& grad) {
       if (kGrad) {
         Vec g = grad;
         if (go_element != nullptr) {
