@@ -40,7 +40,8 @@ TORCH_LIBRARY(focal_plugin, m) {
            ") -> Tensor")
               .c_str());
     if (Loss::kElementwise) {
-      m.def((private_op_name(Loss::kName, "with_grad") + "(" + args + ") -> (Tensor, Tensor)")
+      m.def((private_op_name(Loss::kName, "with_grad") + "(" + args +
+             ", float grad_scale=1.0) -> (Tensor, Tensor)")
                 .c_str());
     }
   });

@@ -16,8 +16,11 @@
 // nothing.
 //
 // Each op NAME comes with `_NAME_backward(Tensor grad_output, <the same
-// arguments>)`; the elementwise members also with `_NAME_with_grad`, which
-// returns the loss and d(sum of the element losses)/d(pred) in one pass.
+// arguments>)`; the elementwise members also with `_NAME_with_grad(<the same
+// arguments>, float grad_scale=1.0)`, which returns the loss and
+// grad_scale * d(sum of the element losses)/d(pred) in one pass: the caller
+// that knows the gradient its loss will receive (1/avg_factor for 'mean')
+// folds it in, and the backward has nothing left to multiply.
 #pragma once
 
 #include <cstdint>

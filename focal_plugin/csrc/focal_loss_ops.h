@@ -3,12 +3,14 @@
 // and handed to the device code. A backend serves one shape of loss
 // (elementwise or row-wise) and provides
 //   forward<Loss>(const Inputs&, const std::tuple<scalars...>&) -> Tensor
-//   with_grad<Loss>(...) -> (Tensor, Tensor)      (elementwise backends only)
+//   with_grad<Loss>(const Inputs&, const std::tuple<...>&, double grad_scale)
+//       -> (Tensor, Tensor)                       (elementwise backends only)
 //   backward<Loss>(const Tensor& grad_output, const Inputs&, const std::tuple<...>&) -> Tensor
 #pragma once
 
 #include <torch/library.h>
 
+#include <cmath>
 #include <string>
 #include <tuple>
 
@@ -42,11 +44,13 @@ struct LossOp<Loss, Backend, std::tuple<S...>> {
                                                       const at::Tensor& target, const Opt& score,
                                                       const Opt& weight, const Opt& class_alpha,
                                                       int64_t ignore_index, S... scalars,
-                                                      bool sum) {
+                                                      bool sum, double grad_scale) {
+    TORCH_CHECK_VALUE(std::isfinite(grad_scale), "focal_plugin.", Loss::kName,
+                      ": grad_scale must be a finite number, got ", grad_scale);
     return Backend::template with_grad<Loss>(
         prepare_inputs<Loss>(pred, target, score, weight, class_alpha, ignore_index, sum,
                              scalars...),
-        std::make_tuple(scalars...));
+        std::make_tuple(scalars...), grad_scale);
   }
 
   static at::Tensor backward(const at::Tensor& grad_output, const at::Tensor& pred,

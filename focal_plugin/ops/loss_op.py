@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import extension
-from .arguments import AvgFactor
+from .arguments import AvgFactor, accumulate_dtype
 
 # ignore_index that no label can take: the members without ignored rows pass it.
 NO_IGNORE = -2**63
@@ -30,6 +30,36 @@ def finish_reduction(loss: torch.Tensor, reduction: str, avg_factor: AvgFactor,
     if avg_factor is None:
         return loss / max(count, 1)
     return loss / (avg_factor + torch.finfo(torch.float32).eps)
+
+
+def expected_grad_scale(pred: torch.Tensor, reduction: str, avg_factor: AvgFactor,
+                        count: int) -> float:
+    """The gradient that the op's summed loss will most likely receive.
+
+    That is the derivative of :func:`finish_reduction` when the reduced loss
+    is used as it is (a loss_weight of 1, losses added up): ``1 / avg_factor``
+    or ``1 / count`` for 'mean', 1 for 'sum', computed with the same tensor
+    operations as autograd's, so that the values agree to the bit. The
+    training kernel folds it into the gradient, and the backward, finding it
+    there, has nothing left to multiply (a pass over N x C values saved).
+
+    Returns 1 (nothing folded) where folding could lose precision or would
+    need a value from the device: float16, whose gradient scaled before a
+    GradScaler's factor arrives could underflow; CUDA, where reading
+    avg_factor or the incoming gradient would synchronise; a traced call;
+    an avg_factor that requires grad.
+    """
+    if (reduction != 'mean' or pred.device.type != 'cpu' or pred.dtype == torch.float16
+            or torch.compiler.is_compiling()):
+        return 1.0
+    if isinstance(avg_factor, torch.Tensor) and (avg_factor.device.type != 'cpu'
+                                                 or avg_factor.requires_grad):
+        return 1.0
+    dtype = accumulate_dtype(pred.dtype)
+    # Cast back: a float64 avg_factor makes the division float64, and autograd
+    # casts the gradient to the loss's dtype.
+    return finish_reduction(torch.ones((), dtype=dtype), reduction, avg_factor,
+                            count).to(dtype).item()
 
 
 class LossOp:
@@ -70,7 +100,8 @@ class LossOp:
         args = (*tensors, *scalars, reduction != 'none')
         if self.fused_grad and pred.requires_grad and torch.is_grad_enabled():
             # Training: loss and derivative in one pass (see registration.py).
-            loss, _ = getattr(torch.ops.focal_plugin, f'_{self.name}_with_grad')(*args)
+            grad_scale = expected_grad_scale(pred, reduction, avg_factor, count)
+            loss, _ = getattr(torch.ops.focal_plugin, f'_{self.name}_with_grad')(*args, grad_scale)
         else:
             loss = getattr(torch.ops.focal_plugin, self.name)(*args)
         return finish_reduction(loss, reduction, avg_factor, count)

@@ -80,42 +80,63 @@ def _register(name: str, elementwise: bool) -> None:
         _register_with_grad(name, backward_op)
 
 
-def _register_with_grad(name: str, backward_op) -> None:
-    """``_<name>_with_grad`` returns (loss, d loss / d pred).
+def _arrived_as_folded(grad_loss: torch.Tensor, grad_scale: float) -> bool:
+    """Whether the loss's incoming gradient is exactly the one folded in.
 
-    Its backward scales that derivative in place by grad_output and hands it
-    to autograd: the transcendental functions run once per element per
-    training step, and the only N x C buffer is the gradient itself. A second
-    backward through the same graph (``retain_graph=True``) finds the buffer
-    handed over and recomputes with ``_<name>_backward``.
+    Read on the host only for a CPU scalar (free there); a CUDA value would
+    synchronise, so CUDA gradients are always multiplied.
+    """
+    return (grad_loss.dim() == 0 and grad_loss.device.type == 'cpu'
+            and grad_loss.item() == grad_scale)
+
+
+def _register_with_grad(name: str, backward_op) -> None:
+    """``_<name>_with_grad`` returns (loss, grad_scale * d loss / d pred).
+
+    Its backward hands that buffer to autograd, multiplied in place by
+    grad_output / grad_scale, or untouched when the gradient that arrives is
+    the one the caller folded in (see ``loss_op.expected_grad_scale``): the
+    transcendental functions run once per element per training step, and
+    the only N x C buffer is the gradient itself. A second backward through
+    the same graph (``retain_graph=True``) finds the buffer handed over and
+    recomputes with ``_<name>_backward``.
     """
     qualname = f'focal_plugin::_{name}_with_grad'
+    # Position of `sum` among the inputs; grad_scale (optional) follows it.
+    sum_index = [arg.name for arg in getattr(torch.ops.focal_plugin,
+                                             name).default._schema.arguments].index('sum')
 
     @torch.library.register_fake(qualname)
     def _fake(pred, *args):
         grad = torch.empty_like(pred, memory_format=torch.contiguous_format)
-        return _loss_like(pred, True, args[-1]), grad
+        return _loss_like(pred, True, args[sum_index - 1]), grad
 
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # else autograd builds an N x C zeros for output[1]
         ctx.save_for_backward(*inputs[:_NUM_TENSOR_INPUTS])
-        ctx.params = inputs[_NUM_TENSOR_INPUTS:]
-        ctx.unit_grad = output[1]
+        ctx.params = inputs[_NUM_TENSOR_INPUTS:sum_index + 1]  # those of _<name>_backward
+        ctx.grad_scale = inputs[sum_index + 1] if len(inputs) > sum_index + 1 else 1.0
+        ctx.fused_grad = output[1]
 
     def backward_formula(ctx, grad_loss, _grad_of_grad):
         _no_second_derivative(name)
-        unit_grad, ctx.unit_grad = ctx.unit_grad, None
+        fused_grad, ctx.fused_grad = ctx.fused_grad, None
         grad_pred = None
         if ctx.needs_input_grad[0] and grad_loss is not None:  # None: the loss was not used
-            if unit_grad is not None and type(unit_grad) is torch.Tensor:
-                grad_pred = unit_grad.mul_(grad_loss)  # eager: hand the buffer over
-            elif unit_grad is not None:
-                # Traced (torch.compile / AOTAutograd: fake or functional tensors):
-                # out of place, and the compiler plans the buffers.
-                grad_pred = unit_grad * grad_loss
-            else:
+            eager = type(fused_grad) is torch.Tensor
+            if fused_grad is None:
                 grad_pred = backward_op(grad_loss, *ctx.saved_tensors, *ctx.params)
+            elif eager and _arrived_as_folded(grad_loss, ctx.grad_scale):
+                grad_pred = fused_grad  # hand the buffer over as it is
+            else:
+                factor = grad_loss if ctx.grad_scale == 1.0 else grad_loss / ctx.grad_scale
+                if eager:
+                    grad_pred = fused_grad.mul_(factor)  # scaled in place, handed over
+                else:
+                    # Traced (torch.compile / AOTAutograd: fake or functional tensors):
+                    # out of place, and the compiler plans the buffers.
+                    grad_pred = fused_grad * factor
         return _gradients(grad_pred, len(ctx.needs_input_grad))
 
     torch.library.register_autograd(qualname, backward_formula, setup_context=setup_context)

@@ -55,9 +55,10 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
   const acc_t row_weight = (a.weight != nullptr && !a.weight_per_element) ? a.weight[i] : acc_t(1);
   // A background row has target 0 everywhere: its whole vectors come
   // straight from the table, without the per-vector target logic below
-  // (which made the lookups a quarter slower).
+  // (which made the lookups a quarter slower). Compiled only for members
+  // that take labels: the extra loop slowed the soft-target members' code.
   int64_t j_start = 0;
-  if constexpr (kTabulatedInput<scalar_t>) {
+  if constexpr (kTabulatedInput<scalar_t> && Loss::kTargets != Targets::kSoft) {
     if (table != nullptr && label == C && !a.weight_per_element) {
       const ZeroTargetTable<acc_t> local_table = *table;  // a local: see run_targets' sink
       const Vec w(row_weight);
@@ -209,10 +210,12 @@ struct CpuElementwise {
     return out;
   }
 
-  // Training path: the loss and its per-element derivative in one pass, so the
-  // transcendental functions run once per element instead of twice.
+  // Training path: the loss and its per-element derivative (times grad_scale)
+  // in one pass, so the transcendental functions run once per element
+  // instead of twice.
   template <typename Loss, typename Scalars>
-  static std::tuple<at::Tensor, at::Tensor> with_grad(const Inputs& in, const Scalars& scalars) {
+  static std::tuple<at::Tensor, at::Tensor> with_grad(const Inputs& in, const Scalars& scalars,
+                                                      double grad_scale) {
     check_label_targets<Loss>(in);
     at::Tensor loss = in.sum ? empty_sum(in) : cpu_cache_tensor(in.pred.sizes(), in.pred.options());
     at::Tensor grad = cpu_cache_tensor(in.pred.sizes(), in.pred.options());
@@ -221,7 +224,8 @@ struct CpuElementwise {
       const auto a = make_args<Loss, scalar_t, acc_t>(in, scalars);
       scalar_t* loss_out = in.sum ? nullptr : loss.data_ptr<scalar_t>();
       const double total = run<Loss, true, true>(a, loss_out, grad.data_ptr<scalar_t>(),
-                                                 static_cast<const scalar_t*>(nullptr), acc_t(1));
+                                                 static_cast<const scalar_t*>(nullptr),
+                                                 static_cast<acc_t>(grad_scale));
       if (in.sum) loss.fill_(total);
     });
     return {loss, grad};

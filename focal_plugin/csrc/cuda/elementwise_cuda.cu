@@ -5,6 +5,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -18,7 +19,8 @@ namespace cuda {
 namespace {
 
 // kLoss: returns the loss (unreduced, or summed on the device). kGrad: fills
-// *grad with the derivative, times grad_output when one is given.
+// *grad with the derivative, times grad_output when one is given (one value
+// when it is 0-dim, else one per element).
 template <typename Loss, bool kLoss, bool kGrad, typename Scalars>
 at::Tensor launch(const Inputs& in, const Scalars& scalars, at::Tensor* grad,
                   const at::Tensor* grad_output) {
@@ -37,9 +39,11 @@ at::Tensor launch(const Inputs& in, const Scalars& scalars, at::Tensor* grad,
     const scalar_t* go_element = nullptr;
     const acc_t* go_scalar = nullptr;
     if (grad_output != nullptr) {
-      go = grad_output->to(in.sum ? accumulate_type(in.pred.scalar_type()) : in.pred.scalar_type())
+      const bool one_value = grad_output->dim() == 0;
+      go = grad_output->to(one_value ? accumulate_type(in.pred.scalar_type())
+                                     : in.pred.scalar_type())
                .contiguous();
-      if (in.sum) {
+      if (one_value) {
         go_scalar = go.data_ptr<acc_t>();
       } else {
         go_element = go.data_ptr<scalar_t>();
@@ -69,9 +73,16 @@ struct CudaElementwise {
   }
 
   template <typename Loss, typename Scalars>
-  static std::tuple<at::Tensor, at::Tensor> with_grad(const Inputs& in, const Scalars& scalars) {
-    at::Tensor grad;
-    at::Tensor loss = launch<Loss, true, true>(in, scalars, &grad, nullptr);
+  static std::tuple<at::Tensor, at::Tensor> with_grad(const Inputs& in, const Scalars& scalars,
+                                                      double grad_scale) {
+    at::Tensor grad, scale;
+    if (grad_scale != 1.0) {
+      // A device value, which the kernel reads as it reads a 0-dim grad_output.
+      scale = at::full({}, grad_scale,
+                       in.pred.options().dtype(accumulate_type(in.pred.scalar_type())));
+    }
+    at::Tensor loss =
+        launch<Loss, true, true>(in, scalars, &grad, scale.defined() ? &scale : nullptr);
     return {loss, grad};
   }
 
