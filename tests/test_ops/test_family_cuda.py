@@ -135,3 +135,19 @@ def test_family_cuda_opcheck():
     ]
     for op, args in samples:
         torch.library.opcheck(op.default, args)
+
+
+@pytest.mark.parametrize('reduce_sum', [True, False])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_family_cuda_with_grad_folds_grad_scale(dtype, reduce_sum):
+    pred, labels, score, _ = (t.cuda() for t in _inputs(37, 11, dtype))
+    op = torch.ops.focal_plugin._quality_focal_loss_with_grad
+    args = (labels, score.float(), None, None, NO_IGNORE, 2.0, False, reduce_sum)
+    loss, grad = op(pred, *args)
+    scaled_loss, scaled_grad = op(pred, *args, 0.25)
+    assert torch.equal(scaled_loss, loss)
+    rtol = 8e-3 if dtype == torch.bfloat16 else 1e-6
+    torch.testing.assert_close(scaled_grad, grad * 0.25, rtol=rtol, atol=1e-7)
+    _, cpu_grad = op(pred.cpu(), *(a.cpu() if torch.is_tensor(a) else a for a in args),
+                            0.25)
+    torch.testing.assert_close(scaled_grad.cpu(), cpu_grad, rtol=rtol, atol=1e-6)
