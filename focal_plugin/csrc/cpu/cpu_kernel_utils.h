@@ -87,22 +87,8 @@ struct Lanes {
   // stack buffer, took a quarter of a cheap row's time); every path adds
   // the same pairs in the same order, so the bits are the same.
   static double sum(const Vec& v) {
-#if defined(CPU_CAPABILITY_AVX512)
-    if constexpr (std::is_same_v<acc_t, float>) {
-      const __m512 f = v;
-      return pairwise_sum(_mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(f)),
-                                        _mm512_cvtps_pd(_mm512_extractf32x8_ps(f, 1))));
-    } else {
-      return pairwise_sum(static_cast<__m512d>(v));
-    }
-#elif defined(CPU_CAPABILITY_AVX2)
-    if constexpr (std::is_same_v<acc_t, float>) {
-      const __m256 f = v;
-      return pairwise_sum(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(f)),
-                                        _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1))));
-    } else {
-      return pairwise_sum(static_cast<__m256d>(v));
-    }
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+    return pairwise_sum(in_double(v));
 #else
     acc_t lanes[Vec::size()];
     v.store(lanes);
@@ -128,6 +114,23 @@ struct Lanes {
 #if defined(CPU_CAPABILITY_AVX512)
   static double pairwise_sum(__m512d v) {
     return pairwise_sum(_mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1)));
+  }
+#endif
+  // The lanes in double; float lanes, twice as many, take the tree's first
+  // level on the way (lane k plus lane k + lanes/2).
+#if defined(CPU_CAPABILITY_AVX512)
+  static __m512d in_double(const Vectorized<double>& v) { return v; }
+  static __m512d in_double(const Vectorized<float>& v) {
+    const __m512 f = v;
+    return _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(f)),
+                         _mm512_cvtps_pd(_mm512_extractf32x8_ps(f, 1)));
+  }
+#elif defined(CPU_CAPABILITY_AVX2)
+  static __m256d in_double(const Vectorized<double>& v) { return v; }
+  static __m256d in_double(const Vectorized<float>& v) {
+    const __m256 f = v;
+    return _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(f)),
+                         _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
   }
 #endif
 };
