@@ -6,6 +6,7 @@ picks the training kernel (loss and gradient in one pass) when a gradient is
 wanted, falls back to the pure-PyTorch reference where no kernel exists, and
 turns the op's unreduced loss or sum into mmdet's reduction.
 """
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -47,7 +48,8 @@ def expected_grad_scale(pred: torch.Tensor, reduction: str, avg_factor: AvgFacto
     need a value from the device: float16, whose gradient scaled before a
     GradScaler's factor arrives could underflow; CUDA, where reading
     avg_factor or the incoming gradient would synchronise; a traced call;
-    an avg_factor that requires grad.
+    an avg_factor that requires grad; an avg_factor (inf, NaN, -eps) that
+    makes the scale 0 or not finite.
     """
     if (reduction != 'mean' or pred.device.type != 'cpu' or pred.dtype == torch.float16
             or torch.compiler.is_compiling()):
@@ -58,8 +60,9 @@ def expected_grad_scale(pred: torch.Tensor, reduction: str, avg_factor: AvgFacto
     dtype = accumulate_dtype(pred.dtype)
     # Cast back: a float64 avg_factor makes the division float64, and autograd
     # casts the gradient to the loss's dtype.
-    return finish_reduction(torch.ones((), dtype=dtype), reduction, avg_factor,
-                            count).to(dtype).item()
+    scale = finish_reduction(torch.ones((), dtype=dtype), reduction, avg_factor,
+                             count).to(dtype).item()
+    return scale if math.isfinite(scale) and scale != 0.0 else 1.0
 
 
 class LossOp:

@@ -119,11 +119,25 @@ def test_expected_grad_scale_predicts_autograds_value():
         assert expected_grad_scale(pred, 'mean', avg_factor, 5) == loss_input.grad.item()
 
 
-@pytest.mark.parametrize('case', ['float16', 'sum', 'none', 'requires_grad', 'compiling'])
+@pytest.mark.parametrize('case', ['float16', 'sum', 'none', 'requires_grad', 'compiling', 'inf',
+                                  'nan', 'minus_eps'])
 def test_expected_grad_scale_folds_nothing_where_it_should_not(case, monkeypatch):
     pred = torch.zeros(5, 3, dtype=torch.float16 if case == 'float16' else torch.float32)
     reduction = case if case in ('sum', 'none') else 'mean'
-    avg_factor = torch.tensor(4.0, requires_grad=True) if case == 'requires_grad' else 4.0
+    avg_factor = {
+        'requires_grad': torch.tensor(4.0, requires_grad=True),
+        'inf': float('inf'),
+        'nan': float('nan'),
+        'minus_eps': -torch.finfo(torch.float32).eps,
+    }.get(case, 4.0)
     if case == 'compiling':
         monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
     assert expected_grad_scale(pred, reduction, avg_factor, 5) == 1.0
+
+
+@pytest.mark.parametrize('avg_factor', [float('inf'), float('nan'), 0.0])
+def test_training_with_an_unusual_avg_factor_gives_mmdets_gradient(avg_factor):
+    pred, losses = _losses(torch.float32)
+    grad, _ = _grad(losses['quality_focal'], pred, avg_factor=avg_factor)
+    expected = _unfolded_grad(losses['quality_focal'], pred, avg_factor=avg_factor)
+    torch.testing.assert_close(grad, expected, rtol=2e-7, atol=0, equal_nan=True)
