@@ -182,14 +182,14 @@ void check_label_targets(const Inputs& in) {
   // step's kernel time for a detector's labels.)
   const int64_t* labels = in.target.data_ptr<int64_t>();
   const int64_t rows = in.rows(), ignore_index = in.ignore_index;
-  int bad = 0;
-  for (int64_t i = 0; i < rows; ++i) {
+  const auto bad_label = [&](int64_t l) {
+    return (l != ignore_index) & ((l < 0) | (l > max_label));
+  };
+  int any_bad = 0;
+  for (int64_t i = 0; i < rows; ++i) any_bad |= bad_label(labels[i]);
+  for (int64_t i = 0; any_bad && i < rows; ++i) {
     const int64_t l = labels[i];
-    bad |= (l != ignore_index) & ((l < 0) | (l > max_label));
-  }
-  for (int64_t i = 0; bad && i < rows; ++i) {
-    const int64_t l = labels[i];
-    if (l == ignore_index || (l >= 0 && l <= max_label)) continue;
+    if (!bad_label(l)) continue;
     if (ignore_index == std::numeric_limits<int64_t>::min()) {
       TORCH_CHECK_VALUE(false, "focal_plugin.", Loss::kName, ": target holds label ", l,
                         " at row ", i, "; expected ", expected, " 0..", max_label);
@@ -201,10 +201,11 @@ void check_label_targets(const Inputs& in) {
   if (!in.score) return;
   AT_DISPATCH_FLOATING_TYPES(in.score->scalar_type(), "check_scores", [&] {
     const scalar_t* score = in.score->data_ptr<scalar_t>();
-    int bad_score = 0;
-    for (int64_t i = 0; i < rows; ++i) bad_score |= !(score[i] >= 0) | !(score[i] <= 1);
-    for (int64_t i = 0; bad_score && i < rows; ++i) {
-      TORCH_CHECK_VALUE(score[i] >= 0 && score[i] <= 1, "focal_plugin.", Loss::kName,
+    const auto bad_score = [](scalar_t s) { return !(s >= 0) | !(s <= 1); };  // NaN too
+    int any_bad_score = 0;
+    for (int64_t i = 0; i < rows; ++i) any_bad_score |= bad_score(score[i]);
+    for (int64_t i = 0; any_bad_score && i < rows; ++i) {
+      TORCH_CHECK_VALUE(!bad_score(score[i]), "focal_plugin.", Loss::kName,
                         ": score holds ", score[i], " at row ", i,
                         "; expected a value in [0, 1]");
     }
