@@ -35,11 +35,17 @@ ROOT = osp.dirname(osp.abspath(__file__))
 CSRC = osp.join('focal_plugin', 'csrc')
 
 
-def get_version() -> str:
+def read_constant(module_path: str, name: str):
+    """A constant of one of the package's torch-free modules, read without
+    importing the package (whose compiled libraries do not exist yet)."""
     scope: dict = {}
-    with open(osp.join(ROOT, 'focal_plugin', 'version.py')) as f:
+    with open(osp.join(ROOT, module_path)) as f:
         exec(f.read(), scope)
-    return scope['__version__']
+    return scope[name]
+
+
+def get_version() -> str:
+    return read_constant(osp.join('focal_plugin', 'version.py'), '__version__')
 
 
 def parse_requirements(fname: str) -> list:
@@ -55,15 +61,18 @@ def parse_requirements(fname: str) -> list:
     return reqs
 
 
-# The CPU kernel libraries, best first, and their compiler switches: the same
-# that ATen uses for its own kernels of each capability, so that
-# at::vec::Vectorized maps to the same registers as in libtorch.
-CPU_CAPABILITIES = {
+# The CPU kernel libraries (best first, named in focal_plugin/ops/cpu_libraries.py,
+# which the package loads by) and their compiler switches: the same that ATen
+# uses for its own kernels of each capability, so that at::vec::Vectorized
+# maps to the same registers as in libtorch.
+CPU_LIBRARIES = read_constant(osp.join('focal_plugin', 'ops', 'cpu_libraries.py'), 'CPU_LIBRARIES')
+CPU_CAPABILITY_FLAGS = {
     'avx512': ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mavx2', '-mfma',
                '-mf16c', '-DCPU_CAPABILITY=AVX512', '-DCPU_CAPABILITY_AVX512'],
     'avx2': ['-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY=AVX2', '-DCPU_CAPABILITY_AVX2'],
     'default': ['-DCPU_CAPABILITY=DEFAULT'],
 }
+assert set(CPU_CAPABILITY_FLAGS) == set(CPU_LIBRARIES), 'compiler switches for every CPU library'
 
 
 def cpu_capabilities() -> list:
@@ -73,7 +82,7 @@ def cpu_capabilities() -> list:
         raise SystemExit(f"FOCAL_PLUGIN_CPU_VEC must be 'auto' or 'none', got {vec!r}")
     if vec == 'none' or platform.machine().lower() not in ('x86_64', 'amd64'):
         return ['default']
-    return list(CPU_CAPABILITIES)
+    return list(CPU_LIBRARIES)
 
 
 def build_ext_command():
@@ -108,7 +117,7 @@ def make_extensions() -> list:
     cpu_sources = sorted(glob.glob(osp.join(CSRC, 'cpu', '*.cpp')))
     cpu_libraries = []
     for isa in cpu_capabilities():
-        isa_flags = list(CPU_CAPABILITIES[isa])
+        isa_flags = list(CPU_CAPABILITY_FLAGS[isa])
         if isa == 'avx512':
             # GCC 12's avx512fintrin.h trips its own -Wuninitialized (_mm512_undefined_*,
             # GCC bug 105593).

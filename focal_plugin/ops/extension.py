@@ -14,9 +14,7 @@ from typing import Optional
 import torch
 
 from . import registration
-
-# Best first: a CPU that runs one of them runs every one after it.
-CPU_LIBRARIES = ('avx512', 'avx2', 'default')
+from .cpu_libraries import CPU_LIBRARIES
 
 _load_error: Optional[BaseException] = None
 try:
