@@ -29,6 +29,14 @@ Between calls focal_plugin keeps its freed CPU output blocks for reuse (see
 ``focal_plugin.ops.empty_cpu_cache``); the memory figure empties that cache
 first, so the gradient buffer is counted.
 
+The peers' CPU times depend on the allocator. With glibc's defaults
+(``--malloc default``) a freed block above its mmap threshold (dynamic, at
+most 32 MiB) goes back to the system, and the next call faults its pages in
+again: a large part of the peers' time at these shapes. ``--malloc retain``
+makes glibc keep freed memory for reuse (no mmap for large blocks, no
+trimming), as a caching allocator such as jemalloc or tcmalloc would, so the
+peers' temporaries cost their arithmetic only.
+
 Cases are ``LOSS:SHAPE:DTYPE`` (``focal:250000x80:float32``,
 ``gaussian:8x80x128x128:bfloat16``); a bare ``NxC:DTYPE`` is a focal case.
 
@@ -84,6 +92,22 @@ def _status_bytes(key: str) -> int:
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f'{key} not in /proc/self/status')
+
+
+# mallopt parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def retain_freed_memory() -> None:
+    """Makes glibc keep freed memory for reuse: large blocks come from the
+    heap instead of mmap, and the heap is never trimmed (``--malloc retain``)."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        done = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    except (OSError, AttributeError):  # not glibc
+        done = False
+    if not done:
+        raise SystemExit('--malloc retain needs glibc (mallopt); this C library has none')
 
 
 def _release_free_heap_memory() -> None:
@@ -310,7 +334,8 @@ def format_table(results: List[dict]) -> str:
                      f"{res['fraction_of_bandwidth_floor']:.0%} of the memory-bandwidth floor "
                      f"(copy_ time x {FUSED_TRAFFIC}/{COPY_TRAFFIC}); {res['threads']} threads, "
                      f"{res['device']}" + (f", {res['cpu_kernels']} kernels"
-                                           if res.get('cpu_kernels') else '') + '.')
+                                           if res.get('cpu_kernels') else '') +
+                     f", --malloc {res.get('malloc', 'default')}.")
     return '\n'.join(lines)
 
 
@@ -369,6 +394,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--time-limit', type=float, default=120.0,
                         help='Seconds of timed rounds per case before stopping early '
                         '(at least 3 rounds run). Defaults to 120.')
+    parser.add_argument('--malloc', choices=('default', 'retain'), default='default',
+                        help="glibc's handling of freed CPU memory: 'default' as configured, "
+                        "or 'retain' it for reuse, as a caching allocator would (see the "
+                        "module's docstring). Defaults to default.")
     parser.add_argument('--out', help='Also write the results as JSON to this file.')
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -387,9 +416,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.malloc == 'retain':
+        retain_freed_memory()
     device = torch.device(args.device)
     results = [time_case(spec, device, args.repeat, args.time_limit) for spec in args.cases]
     for result in results:
+        result['malloc'] = args.malloc
         measure_memory(result)
     print(format_table(results))
     verdicts = check_targets(results)

@@ -1,6 +1,7 @@
 """The tools' bare defaults name things that exist: running a tool with no
 arguments must not fail on a stale default."""
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,27 @@ def test_benchmark_runs_every_loss_on_tiny_cases(capsys):
                  'gaussian 1x2x8x8 float32'):
         assert f'| {case} | focal_plugin |' in out
         assert f'| {case} | mmdet (CPU path) |' in out
+
+
+def test_benchmark_retain_allocator_mode_runs(tmp_path):
+    # In its own process: --malloc retain changes glibc's behaviour for the
+    # rest of the process.
+    out = tmp_path / 'bench.json'
+    done = subprocess.run([
+        sys.executable, str(ROOT / 'tools' / 'benchmark_focal_loss.py'), '--cases',
+        'qfl:2x32x8:float32', '--repeat', '1', '--malloc', 'retain', '--out', str(out)
+    ], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '| qfl 2x32x8 float32 | mmdet (CPU path) |' in done.stdout
+    assert '--malloc retain.' in done.stdout
+    assert json.loads(out.read_text())['results'][0]['malloc'] == 'retain'
+
+
+def test_benchmark_rejects_unknown_malloc_mode():
+    module = _load('tools/benchmark_focal_loss.py')
+    assert module.parse_args([]).malloc == 'default'
+    with pytest.raises(SystemExit):
+        module.parse_args(['--malloc', 'jemalloc'])
 
 
 def test_plot_focal_loss_runs_with_no_arguments(tmp_path):
