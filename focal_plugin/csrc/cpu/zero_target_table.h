@@ -62,27 +62,32 @@ inline Vectorized<int32_t> load_bit_patterns(const scalar_t* p) {
 // an instruction the compiler cannot remove (a zeroing idiom, which the CPU
 // resolves without waiting for anything) and a mask it cannot see to be full
 // (else it would drop the zeroing) make each gather independent.
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// A register of zeros the compiler cannot see through. (A VEX instruction on
+// the low 128 bits clears the rest of the register.)
+template <typename Register>
+inline Register opaque_zeros() {
+  Register zeros;
+  asm("vpxor %x0, %x0, %x0" : "=x"(zeros));
+  return zeros;
+}
+#endif
 #if defined(CPU_CAPABILITY_AVX512)
 inline __m512d independent_gather(const double* base, __m256i index) {
-  __m512d zero;
   __mmask8 all;
-  asm("vpxord %0, %0, %0" : "=v"(zero));
   asm("kxnorb %0, %0, %0" : "=Yk"(all));
-  return _mm512_mask_i32gather_pd(zero, all, index, base, 8);
+  return _mm512_mask_i32gather_pd(opaque_zeros<__m512d>(), all, index, base, 8);
 }
 inline __m512 independent_gather(const float* base, __m512i index) {
-  __m512 zero;
   __mmask16 all;
-  asm("vpxord %0, %0, %0" : "=v"(zero));
   asm("kxnorw %0, %0, %0" : "=Yk"(all));
-  return _mm512_mask_i32gather_ps(zero, all, index, base, 4);
+  return _mm512_mask_i32gather_ps(opaque_zeros<__m512>(), all, index, base, 4);
 }
 #elif defined(CPU_CAPABILITY_AVX2)
 inline __m256 independent_gather(const float* base, __m256i index) {
-  __m256 zero, all;
-  asm("vxorps %0, %0, %0" : "=x"(zero));
+  __m256 all;
   asm("vpcmpeqd %0, %0, %0" : "=x"(all));
-  return _mm256_mask_i32gather_ps(zero, base, index, all, 4);
+  return _mm256_mask_i32gather_ps(opaque_zeros<__m256>(), base, index, all, 4);
 }
 #endif
 
