@@ -111,3 +111,29 @@ def test_table_path_is_bitwise_identical_across_thread_counts():
         torch.set_num_threads(threads)
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_loss_only_and_gradient_only_tables_are_bitwise_the_direct_evaluation(dtype):
+    # Inference tabulates the loss alone, and a second backward through the
+    # same graph (retain_graph) the gradient alone: one value per entry
+    # instead of the training kernel's (loss, gradient) pairs.
+    g = torch.Generator().manual_seed(3)
+    pred = _logits(dtype, g)
+    labels, score, soft = _targets(g)
+    big = _members(dtype, labels, score, soft, ROWS)
+    small = _members(dtype, labels, score, soft, SMALL)
+    grad_output = torch.rand(ROWS, C, generator=g).to(dtype)
+
+    def second_gradient(fn, x):
+        x = x.clone().requires_grad_(True)
+        loss = fn(x)
+        go = grad_output[:x.size(0)] if loss.dim() == 2 else grad_output[:x.size(0), 0]
+        torch.autograd.grad(loss, x, go, retain_graph=True)  # the fused gradient
+        return torch.autograd.grad(loss, x, go)[0]  # the gradient kernel
+
+    for (name, fn_big), (_, fn_small) in zip(big, small):
+        with torch.no_grad():
+            _assert_bitwise_equal(fn_big(pred)[:SMALL], fn_small(pred[:SMALL]), name)
+        _assert_bitwise_equal(second_gradient(fn_big, pred)[:SMALL],
+                              second_gradient(fn_small, pred[:SMALL]), name)
