@@ -135,36 +135,45 @@ struct Lanes {
 #endif
 };
 
-// The rows [begin, end) of one chunk, summed in order. Never inlined, on
-// purpose: at::parallel_for calls its body from two places (inline when
-// serial, inside the OpenMP region otherwise), and GCC fuses a*b+c into FMAs
-// differently in each inlined copy. One out-of-line copy of the row loop
+// The sum of the rows [begin, end) of one chunk. Never inlined, on purpose:
+// at::parallel_for calls its body from two places (inline when serial,
+// inside the OpenMP region otherwise), and GCC fuses a*b+c into FMAs
+// differently in each inlined copy. One out-of-line copy of the chunk's loop
 // computes the same bits whatever the thread count, and keeps the FMAs.
-template <typename RowSum>
-[[gnu::noinline]] double sum_rows(int64_t begin, int64_t end, const RowSum& row_sum) {
-  double total = 0;
-  for (int64_t i = begin; i < end; ++i) total += row_sum(i);
-  return total;
+template <typename ChunkSum>
+[[gnu::noinline]] double sum_chunk(int64_t begin, int64_t end, const ChunkSum& chunk_sum) {
+  return chunk_sum(begin, end);
 }
 
 // Deterministic parallel sum over rows: rows are cut into fixed chunks,
-// row_sum(i) is added in row order within a chunk, and the chunk totals in
-// chunk order, so the result does not depend on the thread count. Kernels
-// without a reduction use it too (returning 0 per row), for the same single
-// copy of their row loop.
-template <typename RowSum>
-double chunked_sum(int64_t rows, int64_t chunk_rows, const RowSum& row_sum) {
+// chunk_sum(begin, end) sums one chunk in an order that depends on its rows
+// alone, and the chunk totals are added in chunk order, so the result does
+// not depend on the thread count.
+template <typename ChunkSum>
+double chunked_sum_by_chunk(int64_t rows, int64_t chunk_rows, const ChunkSum& chunk_sum) {
   const int64_t num_chunks = (rows + chunk_rows - 1) / chunk_rows;
   std::vector<double> partial(num_chunks, 0.0);
   at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       partial[chunk] =
-          sum_rows(chunk * chunk_rows, std::min(rows, (chunk + 1) * chunk_rows), row_sum);
+          sum_chunk(chunk * chunk_rows, std::min(rows, (chunk + 1) * chunk_rows), chunk_sum);
     }
   });
   double total = 0;
   for (double p : partial) total += p;
   return total;
+}
+
+// chunked_sum_by_chunk with row_sum(i) added in row order within a chunk.
+// Kernels without a reduction use it too (returning 0 per row), for the same
+// single copy of their row loop.
+template <typename RowSum>
+double chunked_sum(int64_t rows, int64_t chunk_rows, const RowSum& row_sum) {
+  return chunked_sum_by_chunk(rows, chunk_rows, [&](int64_t begin, int64_t end) {
+    double total = 0;
+    for (int64_t i = begin; i < end; ++i) total += row_sum(i);
+    return total;
+  });
 }
 
 // CPU labels and scores are validated before any arithmetic, so a bad one is

@@ -33,7 +33,8 @@ namespace {
 // Ignored rows are handed zeros (even for NaN logits: they are not part of
 // the loss). Soft targets outside [0, 1] set lanes of `bad_target` where
 // the member requires [0, 1]. Whole vectors of zero targets are looked up in
-// `table` when one is given.
+// `table` when one is given. (Background rows with a table go to
+// eval_background_run instead.)
 template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t, typename acc_t,
           typename Params, typename Sink>
 inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
@@ -53,28 +54,12 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
     return;
   }
   const acc_t row_weight = (a.weight != nullptr && !a.weight_per_element) ? a.weight[i] : acc_t(1);
-  // A background row has target 0 everywhere: its whole vectors come
-  // straight from the table, without the per-vector target logic below
-  // (which made the lookups a quarter slower). Compiled only for members
-  // that take labels: the extra loop slowed the soft-target members' code.
-  int64_t j_start = 0;
-  if constexpr (kTabulatedInput<scalar_t> && Loss::kTargets != Targets::kSoft) {
-    if (table != nullptr && label == C && !a.weight_per_element) {
-      const ZeroTargetTable<acc_t> local_table = *table;  // a local: see run_targets' sink
-      const Vec w(row_weight);
-      for (; j_start + kLanes <= C; j_start += kLanes) {
-        Vec loss, grad;
-        local_table.template lookup<kLoss, kGrad>(a.pred + row_offset + j_start, w, &loss, &grad);
-        sink(row_offset + j_start, kLanes, loss, grad);
-      }
-    }
-  }
   const Vec label_value = a.label_score != nullptr ? Vec(a.label_score[i]) : one;
   alignas(64) acc_t lane_index[kLanes];
   for (int64_t k = 0; k < kLanes; ++k) lane_index[k] = static_cast<acc_t>(k);
   const Vec iota = Vec::loadu(lane_index);
 
-  for (int64_t j = j_start; j < C; j += kLanes) {
+  for (int64_t j = 0; j < C; j += kLanes) {
     const int64_t n = std::min(kLanes, C - j);
     const Vec x = IO::load(a.pred + row_offset + j, n);
     Vec y;
@@ -110,6 +95,62 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
   }
 }
 
+// Background rows (label C: target 0 in every column) with a table are
+// looked up as runs: consecutive such rows of the same row weight are one
+// flat stretch of memory, taken a whole vector at a time across row
+// boundaries. (Row by row, a detector's 80 classes are five vectors, and the
+// per-row work cost a fifth of the kernel.) Compiled only for members that
+// take labels: the extra loop slowed the soft-target members' code.
+template <typename Loss, typename scalar_t>
+constexpr bool kBackgroundRuns = kTabulatedInput<scalar_t> && Loss::kTargets != Targets::kSoft;
+
+// The end of the run of background rows that starts at row i (i itself if
+// row i is not one), at most `end`.
+template <typename scalar_t, typename acc_t, typename Params>
+int64_t background_run_end(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i, int64_t end) {
+  if (a.labels == nullptr || a.weight_per_element) return i;
+  const auto background = [&](int64_t r) {
+    return a.labels[r] == a.classes && a.labels[r] != a.ignore_index;
+  };
+  const auto same_weight = [&](int64_t r) {  // bit for bit: -0.0 is not 0.0 here
+    return a.weight == nullptr || std::memcmp(a.weight + r, a.weight + i, sizeof(acc_t)) == 0;
+  };
+  int64_t r = i;
+  while (r < end && background(r) && same_weight(r)) ++r;
+  return r;
+}
+
+// Every element of the background rows [begin, end), handed to sink as in
+// eval_row; `flush` is called after every kRunVectorsPerSum vectors and at
+// the end, so that the lanes summed in float stay as short as a row's.
+template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t, typename acc_t,
+          typename Params, typename Sink, typename Flush>
+inline void eval_background_run(const LossArgs<scalar_t, acc_t, Params>& a, int64_t begin,
+                                int64_t end, const ZeroTargetTable<acc_t> table, Sink&& sink,
+                                Flush&& flush) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t kLanes = Vec::size();
+  constexpr int64_t kRunVectorsPerSum = 8;
+  const Vec w(a.weight != nullptr ? a.weight[begin] : acc_t(1));
+  const int64_t last = end * a.classes;
+  int64_t e = begin * a.classes;
+  for (int64_t vectors = 1; e + kLanes <= last; e += kLanes, ++vectors) {
+    Vec loss, grad;
+    table.template lookup<kLoss, kGrad>(a.pred + e, w, &loss, &grad);
+    sink(e, kLanes, loss, grad);
+    if (vectors % kRunVectorsPerSum == 0) flush();
+  }
+  if (e < last) {  // fewer than a vector's worth left: evaluated directly
+    const int64_t n = last - e;
+    const Vec x = Lanes<scalar_t, acc_t>::load(a.pred + e, n);
+    Vec loss, grad;
+    Loss::Math::template eval<math::VectorizedOps<acc_t>, kLoss, kGrad, kBinary>(
+        a.params, x, Vec(acc_t(0)), w, nullptr, &loss, &grad);
+    sink(e, n, loss, grad);
+  }
+  flush();
+}
+
 // Raises the ValueError for the first soft target outside [0, 1].
 template <typename Loss, typename scalar_t, typename acc_t, typename Params>
 [[noreturn]] void report_bad_target(const LossArgs<scalar_t, acc_t, Params>& a) {
@@ -143,11 +184,13 @@ double run_targets(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_ou
     }
   }
   std::atomic<bool> bad_target{false};
-  const double total = chunked_sum(a.rows, rows_per_chunk(a.classes), [&](int64_t i) {
-    Vec row_sum(acc_t(0)), bad(acc_t(0));
+  const double total = chunked_sum_by_chunk(a.rows, rows_per_chunk(a.classes), [&](int64_t begin,
+                                                                                    int64_t end) {
+    double chunk_total = 0;
+    Vec lane_sums(acc_t(0)), bad(acc_t(0));
     // The outputs by value: the vector stores may alias any memory, so values
     // read through references would be loaded again after every store.
-    auto sink = [=, &row_sum](int64_t off, int64_t n, const Vec& loss, const Vec& grad) {
+    auto sink = [=, &lane_sums](int64_t off, int64_t n, const Vec& loss, const Vec& grad) {
       if (kGrad) {
         Vec g = grad;
         if (go_element != nullptr) {
@@ -161,15 +204,34 @@ double run_targets(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_ou
         if (loss_out != nullptr) {
           IO::store(loss, loss_out + off, n);
         } else {
-          row_sum = row_sum + Vec::set(Vec(acc_t(0)), loss, n);
+          lane_sums = lane_sums + Vec::set(Vec(acc_t(0)), loss, n);
         }
       }
     };
-    eval_row<Loss, kLoss, kGrad, kBinary>(a, i, table, bad, sink);
+    // Adds the float lanes to the chunk's total in double.
+    const auto flush = [&] {
+      if (kLoss && loss_out == nullptr) {
+        chunk_total += IO::sum(lane_sums);
+        lane_sums = Vec(acc_t(0));
+      }
+    };
+    for (int64_t i = begin; i < end;) {
+      if constexpr (kBackgroundRuns<Loss, scalar_t>) {
+        const int64_t run_end = table != nullptr ? background_run_end(a, i, end) : i;
+        if (run_end > i) {
+          eval_background_run<Loss, kLoss, kGrad, kBinary>(a, i, run_end, *table, sink, flush);
+          i = run_end;
+          continue;
+        }
+      }
+      eval_row<Loss, kLoss, kGrad, kBinary>(a, i, table, bad, sink);
+      flush();
+      ++i;
+    }
     if (a.soft_target != nullptr && math::VectorizedOps<acc_t>::any(bad)) {
       bad_target.store(true, std::memory_order_relaxed);
     }
-    return (kLoss && loss_out == nullptr) ? IO::sum(row_sum) : 0.0;
+    return chunk_total;
   });
   if (bad_target.load()) report_bad_target<Loss>(a);
   return total;

@@ -19,6 +19,9 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
 
 #include "../focal_loss_args.h"
 #include "cpu_kernel_utils.h"
@@ -93,14 +96,24 @@ class ZeroTargetTable {
 
   // Evaluates Loss's functor (with kLoss, kGrad, kBinary as the kernel does)
   // for every bit pattern. Deterministic: chunked_sum's single out-of-line
-  // loop fills every entry, whatever the thread count.
+  // loop fills every entry, whatever the thread count. The calling thread's
+  // last table is used again when it was filled for the same member, dtype,
+  // outputs, parameters and floating-point mode (a training run's every step).
   template <typename Loss, bool kLoss, bool kGrad, bool kBinary, typename scalar_t,
             typename Params>
   void fill(const LossArgs<scalar_t, acc_t, Params>& a) {
-    std::vector<acc_t>& storage = thread_storage();
-    storage.resize((kLoss && kGrad ? 2 : 1) * kTableEntries);
-    acc_t* data = storage.data();
+    static_assert(std::is_trivially_copyable_v<Params>, "parameters compared byte for byte");
+    static const char kind = 0;  // its address: one per member, dtype and outputs
+    ThreadTable& table = thread_table();
+    table.values.resize((kLoss && kGrad ? 2 : 1) * kTableEntries);
+    acc_t* data = table.values.data();
     data_ = data;
+    std::vector<unsigned char> key(sizeof(Params) + sizeof(uint32_t));
+    std::memcpy(key.data(), &a.params, sizeof(Params));
+    const uint32_t fp_mode = floating_point_mode();
+    std::memcpy(key.data() + sizeof(Params), &fp_mode, sizeof(fp_mode));
+    if (table.kind == &kind && table.key == key) return;
+    table.kind = nullptr;
     chunked_sum(kTableEntries / kLanes, 256, [&](int64_t v) {
       uint16_t bits[kLanes];
       for (int64_t k = 0; k < kLanes; ++k) bits[k] = static_cast<uint16_t>(v * kLanes + k);
@@ -123,6 +136,8 @@ class ZeroTargetTable {
       }
       return 0.0;
     });
+    table.kind = &kind;
+    table.key = std::move(key);
   }
 
   // The tabulated values of a whole vector of logits at p, times w.
@@ -187,11 +202,28 @@ class ZeroTargetTable {
     *grad = Vec::loadu(g);
   }
 
-  // The table's memory, kept by the calling thread for its later calls: a
-  // fresh 512 KiB block every call would fault its pages in every time.
-  static std::vector<acc_t>& thread_storage() {
-    static thread_local std::vector<acc_t> storage;
-    return storage;
+  // The table of the calling thread, kept for its later calls: a fresh
+  // 512 KiB block every call would fault its pages in, and 65536 evaluations
+  // of the functor cost a twentieth of a training step's lookups.
+  struct ThreadTable {
+    std::vector<acc_t> values;
+    const void* kind = nullptr;  // the fill<...> that wrote the values; null: none
+    std::vector<unsigned char> key;  // its parameters and floating-point mode, bytewise
+  };
+  static ThreadTable& thread_table() {
+    static thread_local ThreadTable table;
+    return table;
+  }
+
+  // The rounding and denormal modes that the functor's results depend on
+  // (MXCSR without its sticky exception flags; torch.set_flush_denormal
+  // changes it).
+  static uint32_t floating_point_mode() {
+#if defined(__SSE__) || defined(_M_X64)
+    return _mm_getcsr() & ~uint32_t(0x3F);
+#else
+    return 0;
+#endif
   }
 
   // By pattern: (loss, gradient) pairs when both are wanted, else the one wanted.
