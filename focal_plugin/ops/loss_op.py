@@ -7,7 +7,8 @@ wanted, falls back to the pure-PyTorch reference where no kernel exists, and
 turns the op's unreduced loss or sum into mmdet's reduction.
 """
 import math
-from typing import Callable, Sequence
+import struct
+from typing import Callable, Sequence, Union
 
 import torch
 
@@ -18,50 +19,87 @@ from .arguments import AvgFactor, accumulate_dtype
 NO_IGNORE = -2**63
 
 
+def mean_denominator(avg_factor: AvgFactor, count: int) -> Union[int, float, torch.Tensor]:
+    """What 'mean' divides the summed loss by.
+
+    ``count`` terms (at least 1), or ``avg_factor`` plus float32 eps, as
+    mmdet's ``weight_reduce_loss`` does, so that an avg_factor of 0 gives 0,
+    not NaN.
+    """
+    if avg_factor is None:
+        return max(count, 1)
+    return avg_factor + torch.finfo(torch.float32).eps
+
+
 def finish_reduction(loss: torch.Tensor, reduction: str, avg_factor: AvgFactor,
                      count: int) -> torch.Tensor:
     """Turns an op's 'none' or 'sum' output into mmdet's reduction.
 
-    'mean' averages over ``count`` terms, or divides the sum by ``avg_factor``
-    (plus float32 eps, as mmdet's ``weight_reduce_loss`` does, so that an
-    avg_factor of 0 gives 0, not NaN). Zero terms give a mean of 0.
+    'mean' divides the sum by :func:`mean_denominator`. Zero terms give a
+    mean of 0.
     """
     if reduction != 'mean':
         return loss
-    if avg_factor is None:
-        return loss / max(count, 1)
-    return loss / (avg_factor + torch.finfo(torch.float32).eps)
+    return loss / mean_denominator(avg_factor, count)
 
 
-def expected_grad_scale(pred: torch.Tensor, reduction: str, avg_factor: AvgFactor,
-                        count: int) -> float:
+def _rounded(dtype: torch.dtype, value: float) -> float:
+    """``value`` rounded to float32 (to nearest even), or as it is for float64."""
+    if dtype == torch.float64:
+        return value
+    try:
+        return struct.unpack('f', struct.pack('f', value))[0]
+    except OverflowError:  # beyond float32's range: it rounds to infinity
+        return math.copysign(math.inf, value)
+
+
+def expected_grad_scale(pred: torch.Tensor, reduction: str,
+                        denominator: Union[int, float, torch.Tensor]) -> float:
     """The gradient that the op's summed loss will most likely receive.
 
-    That is the derivative of :func:`finish_reduction` when the reduced loss
-    is used as it is (a loss_weight of 1, losses added up): ``1 / avg_factor``
-    or ``1 / count`` for 'mean', 1 for 'sum', computed with the same tensor
-    operations as autograd's, so that the values agree to the bit. The
+    That is the derivative of 'mean' (``loss / denominator``, see
+    :func:`mean_denominator`) when the reduced loss is used as it is (a
+    loss_weight of 1, losses added up): ``1 / denominator``, rounded as
+    autograd's division rounds it, so that the values agree to the bit. The
     training kernel folds it into the gradient, and the backward, finding it
-    there, has nothing left to multiply (a pass over N x C values saved).
+    there, has nothing left to multiply (a pass over N x C values saved). It
+    is worked out on the host, without tensor operations: a tensor
+    denominator is read once (``item``, free for a CPU scalar), a number not
+    at all.
 
     Returns 1 (nothing folded) where folding could lose precision or would
     need a value from the device: float16, whose gradient scaled before a
-    GradScaler's factor arrives could underflow; CUDA, where reading
-    avg_factor or the incoming gradient would synchronise; a traced call;
-    an avg_factor that requires grad; an avg_factor (inf, NaN, -eps) that
-    makes the scale 0 or not finite.
+    GradScaler's factor arrives could underflow; CUDA, where reading the
+    denominator or the incoming gradient would synchronise; a traced call;
+    a denominator tensor that requires grad or is not 0-dim (a (1,) one
+    would decide the loss's dtype); one (inf, NaN, 0) that makes the scale
+    0 or not finite. A scale that autograd does not reproduce costs only the
+    multiply it would have saved: the backward checks what arrives.
     """
     if (reduction != 'mean' or pred.device.type != 'cpu' or pred.dtype == torch.float16
             or torch.compiler.is_compiling()):
         return 1.0
-    if isinstance(avg_factor, torch.Tensor) and (avg_factor.device.type != 'cpu'
-                                                 or avg_factor.requires_grad):
+    loss_dtype = accumulate_dtype(pred.dtype)
+    if isinstance(denominator, torch.Tensor):
+        if (denominator.device.type != 'cpu' or denominator.requires_grad
+                or denominator.dim() != 0):
+            return 1.0
+        if denominator.dtype.is_complex:
+            return 1.0
+        # Autograd divides in the promoted dtype of the loss and the 0-dim
+        # denominator (float64 if either is, else float32), then casts the
+        # gradient to the loss's dtype.
+        quotient_dtype = (torch.float64 if torch.float64 in (loss_dtype, denominator.dtype) else
+                          torch.float32)
+        divisor = denominator.item()
+    else:
+        # A Python number is cast to the loss's dtype before dividing.
+        quotient_dtype, divisor = loss_dtype, _rounded(loss_dtype, float(denominator))
+    if divisor == 0 or not math.isfinite(divisor):
         return 1.0
-    dtype = accumulate_dtype(pred.dtype)
-    # Cast back: a float64 avg_factor makes the division float64, and autograd
-    # casts the gradient to the loss's dtype.
-    scale = finish_reduction(torch.ones((), dtype=dtype), reduction, avg_factor,
-                             count).to(dtype).item()
+    # Division of two float32 values in float64, then rounded to float32, is
+    # float32 division, correctly rounded: float64 has more than twice the bits.
+    scale = _rounded(loss_dtype, _rounded(quotient_dtype, 1.0 / divisor))
     return scale if math.isfinite(scale) and scale != 0.0 else 1.0
 
 
@@ -101,11 +139,12 @@ class LossOp:
             extension.warn_fallback(pred.device)
             return fallback()
         args = (*tensors, *scalars, reduction != 'none')
+        denominator = mean_denominator(avg_factor, count) if reduction == 'mean' else None
         if self.fused_grad and pred.requires_grad and torch.is_grad_enabled():
             # Training: loss and derivative in one pass (see registration.py).
-            grad_scale = expected_grad_scale(pred, reduction, avg_factor, count)
+            grad_scale = expected_grad_scale(pred, reduction, denominator)
             loss, _ = getattr(torch.ops.focal_plugin, f'_{self.name}_with_grad')(*args, grad_scale)
         else:
             loss = getattr(torch.ops.focal_plugin, self.name)(*args)
-        return finish_reduction(loss, reduction, avg_factor, count)
+        return loss if denominator is None else loss / denominator
 

@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from focal_plugin.ops import (gaussian_focal_loss, quality_focal_loss, sigmoid_focal_loss,
                               varifocal_loss)
 from focal_plugin.ops import loss_op
-from focal_plugin.ops.loss_op import expected_grad_scale, finish_reduction
+from focal_plugin.ops.loss_op import expected_grad_scale, finish_reduction, mean_denominator
 
 from .utils import make_inputs
 
@@ -111,12 +111,36 @@ def test_retain_graph_second_backward_recomputes_unscaled():
     torch.testing.assert_close(x.grad, first, rtol=1e-6, atol=1e-9)
 
 
-def test_expected_grad_scale_predicts_autograds_value():
+AVG_FACTORS_OF_EVERY_KIND = [
+    None, 37.0, 3, 0.1, 1e-7, 3e38, 123456789.0,
+    torch.tensor(0.1), torch.tensor(7.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64),
+    torch.tensor(37), torch.tensor(0.3, dtype=torch.bfloat16), torch.tensor(0.3, dtype=torch.float16),
+    torch.tensor(1e-30)
+]
+
+
+@pytest.mark.parametrize('pred_dtype', [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize('count', [5, 3**17])
+def test_expected_grad_scale_predicts_autograds_value(pred_dtype, count):
+    # The prediction is worked out on the host; autograd's own division decides.
+    pred = torch.zeros(5, 3, dtype=pred_dtype, requires_grad=True)
+    loss_dtype = torch.float64 if pred_dtype == torch.float64 else torch.float32
+    for avg_factor in AVG_FACTORS_OF_EVERY_KIND:
+        loss_input = torch.zeros((), dtype=loss_dtype, requires_grad=True)
+        finish_reduction(loss_input, 'mean', avg_factor, count).backward()
+        predicted = expected_grad_scale(pred, 'mean', mean_denominator(avg_factor, count))
+        assert predicted == loss_input.grad.item(), (avg_factor, predicted, loss_input.grad)
+
+
+def test_expected_grad_scale_runs_no_tensor_operation():
     pred = torch.zeros(5, 3, requires_grad=True)
-    for avg_factor in (None, 37.0, 3, torch.tensor(0.1), torch.tensor(7.0, dtype=torch.float64)):
-        loss_input = torch.zeros((), requires_grad=True)
-        finish_reduction(loss_input, 'mean', avg_factor, 5).backward()
-        assert expected_grad_scale(pred, 'mean', avg_factor, 5) == loss_input.grad.item()
+    with _OpLog() as log:
+        expected_grad_scale(pred, 'mean', mean_denominator(37.0, 5))
+    assert log.names == []
+    denominator = mean_denominator(torch.tensor(37.0), 5)
+    with _OpLog() as log:
+        expected_grad_scale(pred, 'mean', denominator)
+    assert log.names == ['_local_scalar_dense.default'], log.names
 
 
 @pytest.mark.parametrize('case', ['float16', 'sum', 'none', 'requires_grad', 'compiling', 'inf',
@@ -132,7 +156,7 @@ def test_expected_grad_scale_folds_nothing_where_it_should_not(case, monkeypatch
     }.get(case, 4.0)
     if case == 'compiling':
         monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
-    assert expected_grad_scale(pred, reduction, avg_factor, 5) == 1.0
+    assert expected_grad_scale(pred, reduction, mean_denominator(avg_factor, 5)) == 1.0
 
 
 @pytest.mark.parametrize('avg_factor', [float('inf'), float('nan'), 0.0])
