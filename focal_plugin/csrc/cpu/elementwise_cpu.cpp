@@ -55,13 +55,20 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
   }
   const acc_t row_weight = (a.weight != nullptr && !a.weight_per_element) ? a.weight[i] : acc_t(1);
   const Vec label_value = a.label_score != nullptr ? Vec(a.label_score[i]) : one;
+  // Locals, not reads through `a` and `table`: the output stores may alias
+  // any memory, so those would be loaded again after every store, and each
+  // vector's loads would wait for the previous vector's store.
+  const scalar_t* const pred = a.pred + row_offset;
+  const Params params = a.params;
+  const ZeroTargetTable<acc_t> zero_target_table =
+      table != nullptr ? *table : ZeroTargetTable<acc_t>();
   alignas(64) acc_t lane_index[kLanes];
   for (int64_t k = 0; k < kLanes; ++k) lane_index[k] = static_cast<acc_t>(k);
   const Vec iota = Vec::loadu(lane_index);
 
   for (int64_t j = 0; j < C; j += kLanes) {
     const int64_t n = std::min(kLanes, C - j);
-    const Vec x = IO::load(a.pred + row_offset + j, n);
+    const Vec x = IO::load(pred + j, n);
     Vec y;
     bool zero_target;
     if (a.labels != nullptr) {
@@ -81,7 +88,7 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
     if constexpr (kTabulatedInput<scalar_t>) {
       if (table != nullptr && zero_target && n == kLanes) {
         Vec loss, grad;
-        table->template lookup<kLoss, kGrad>(a.pred + row_offset + j, w, &loss, &grad);
+        zero_target_table.template lookup<kLoss, kGrad>(pred + j, w, &loss, &grad);
         sink(row_offset + j, n, loss, grad);
         continue;
       }
@@ -90,7 +97,7 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
     if (a.class_alpha != nullptr) alpha = Vec::loadu(a.class_alpha + j, n);
     Vec loss, grad;
     Loss::Math::template eval<Ops, kLoss, kGrad, kBinary>(
-        a.params, x, y, w, a.class_alpha != nullptr ? &alpha : nullptr, &loss, &grad);
+        params, x, y, w, a.class_alpha != nullptr ? &alpha : nullptr, &loss, &grad);
     sink(row_offset + j, n, loss, grad);
   }
 }
@@ -133,16 +140,17 @@ inline void eval_background_run(const LossArgs<scalar_t, acc_t, Params>& a, int6
   constexpr int64_t kRunVectorsPerSum = 8;
   const Vec w(a.weight != nullptr ? a.weight[begin] : acc_t(1));
   const int64_t last = end * a.classes;
+  const scalar_t* const pred = a.pred;  // a local: see eval_row
   int64_t e = begin * a.classes;
   for (int64_t vectors = 1; e + kLanes <= last; e += kLanes, ++vectors) {
     Vec loss, grad;
-    table.template lookup<kLoss, kGrad>(a.pred + e, w, &loss, &grad);
+    table.template lookup<kLoss, kGrad>(pred + e, w, &loss, &grad);
     sink(e, kLanes, loss, grad);
     if (vectors % kRunVectorsPerSum == 0) flush();
   }
   if (e < last) {  // fewer than a vector's worth left: evaluated directly
     const int64_t n = last - e;
-    const Vec x = Lanes<scalar_t, acc_t>::load(a.pred + e, n);
+    const Vec x = Lanes<scalar_t, acc_t>::load(pred + e, n);
     Vec loss, grad;
     Loss::Math::template eval<math::VectorizedOps<acc_t>, kLoss, kGrad, kBinary>(
         a.params, x, Vec(acc_t(0)), w, nullptr, &loss, &grad);
