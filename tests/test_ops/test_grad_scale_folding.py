@@ -113,9 +113,9 @@ def test_retain_graph_second_backward_recomputes_unscaled():
 
 AVG_FACTORS_OF_EVERY_KIND = [
     None, 37.0, 3, 0.1, 1e-7, 3e38, 123456789.0,
-    torch.tensor(0.1), torch.tensor(7.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64),
-    torch.tensor(37), torch.tensor(0.3, dtype=torch.bfloat16), torch.tensor(0.3, dtype=torch.float16),
-    torch.tensor(1e-30)
+    torch.tensor(0.1), torch.tensor(1e-30), torch.tensor(37),
+    torch.tensor(7.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64),
+    torch.tensor(0.3, dtype=torch.bfloat16), torch.tensor(0.3, dtype=torch.float16),
 ]
 
 

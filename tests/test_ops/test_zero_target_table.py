@@ -60,6 +60,17 @@ def _assert_bitwise_equal(actual, expected, name):
         f'{name}: the bit patterns differ (signed zeros?)')
 
 
+def _calls(dtype, seed):
+    """pred, the generator, and (name, call on all ROWS, call on the first SMALL)
+    for every member."""
+    g = torch.Generator().manual_seed(seed)
+    pred = _logits(dtype, g)
+    labels, score, soft = _targets(g)
+    big = _members(dtype, labels, score, soft, ROWS)
+    small = _members(dtype, labels, score, soft, SMALL)
+    return pred, g, [(name, fn_big, fn_small) for (name, fn_big), (_, fn_small) in zip(big, small)]
+
+
 def _loss_and_grad(fn, pred):
     x = pred.clone().requires_grad_(True)
     loss = fn(x)
@@ -69,12 +80,8 @@ def _loss_and_grad(fn, pred):
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_table_values_are_bitwise_the_direct_evaluation(dtype):
-    g = torch.Generator().manual_seed(0)
-    pred = _logits(dtype, g)
-    labels, score, soft = _targets(g)
-    big = _members(dtype, labels, score, soft, ROWS)
-    small = _members(dtype, labels, score, soft, SMALL)
-    for (name, fn_big), (_, fn_small) in zip(big, small):
+    pred, _, calls = _calls(dtype, seed=0)
+    for name, fn_big, fn_small in calls:
         loss_big, grad_big = _loss_and_grad(fn_big, pred)
         loss_small, grad_small = _loss_and_grad(fn_small, pred[:SMALL])
         _assert_bitwise_equal(loss_big[:SMALL], loss_small, name)
@@ -124,11 +131,7 @@ def test_loss_only_and_gradient_only_tables_are_bitwise_the_direct_evaluation(dt
     # Inference tabulates the loss alone, and a second backward through the
     # same graph (retain_graph) the gradient alone: one value per entry
     # instead of the training kernel's (loss, gradient) pairs.
-    g = torch.Generator().manual_seed(3)
-    pred = _logits(dtype, g)
-    labels, score, soft = _targets(g)
-    big = _members(dtype, labels, score, soft, ROWS)
-    small = _members(dtype, labels, score, soft, SMALL)
+    pred, g, calls = _calls(dtype, seed=3)
     grad_output = torch.rand(ROWS, C, generator=g).to(dtype)
 
     def second_gradient(fn, x):
@@ -138,7 +141,7 @@ def test_loss_only_and_gradient_only_tables_are_bitwise_the_direct_evaluation(dt
         torch.autograd.grad(loss, x, go, retain_graph=True)  # the fused gradient
         return torch.autograd.grad(loss, x, go)[0]  # the gradient kernel
 
-    for (name, fn_big), (_, fn_small) in zip(big, small):
+    for name, fn_big, fn_small in calls:
         with torch.no_grad():
             _assert_bitwise_equal(fn_big(pred)[:SMALL], fn_small(pred[:SMALL]), name)
         _assert_bitwise_equal(second_gradient(fn_big, pred)[:SMALL],
