@@ -70,19 +70,26 @@ inline __m128i entries_128(const float* table, const scalar_t* p) {
   }
 }
 
-template <typename Entry, typename scalar_t>
-inline __m256i entries_256(const float* table, const scalar_t* p) {
-  constexpr int64_t kPer128 = 16 / sizeof(Entry);
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(entries_128<Entry>(table, p)),
-                                 entries_128<Entry>(table, p + kPer128), 1);
+// Two registers side by side, the first in the low half.
+inline __m256i concat(__m128i lo, __m128i hi) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+#if defined(CPU_CAPABILITY_AVX512)
+inline __m512i concat(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 #endif
-#if defined(CPU_CAPABILITY_AVX512)
-template <typename Entry, typename scalar_t>
-inline __m512i entries_512(const float* table, const scalar_t* p) {
-  constexpr int64_t kPer256 = 32 / sizeof(Entry);
-  return _mm512_inserti64x4(_mm512_castsi256_si512(entries_256<Entry>(table, p)),
-                            entries_256<Entry>(table, p + kPer256), 1);
+
+// The entries of the values at p that fill kBits (128, 256 or 512) bits.
+template <int kBits, typename Entry, typename scalar_t>
+inline auto entries(const float* table, const scalar_t* p) {
+  if constexpr (kBits == 128) {
+    return entries_128<Entry>(table, p);
+  } else {
+    constexpr int64_t kPerHalf = kBits / 16 / sizeof(Entry);
+    return concat(entries<kBits / 2, Entry>(table, p),
+                  entries<kBits / 2, Entry>(table, p + kPerHalf));
+  }
 }
 #endif
 
@@ -158,9 +165,9 @@ class ZeroTargetTable {
   Vec load_values(const scalar_t* p) const {
     if constexpr (std::is_same_v<acc_t, float>) {
 #if defined(CPU_CAPABILITY_AVX512)
-      return _mm512_castsi512_ps(entries_512<uint32_t>(data_, p));
+      return _mm512_castsi512_ps(entries<512, uint32_t>(data_, p));
 #elif defined(CPU_CAPABILITY_AVX2)
-      return _mm256_castsi256_ps(entries_256<uint32_t>(data_, p));
+      return _mm256_castsi256_ps(entries<256, uint32_t>(data_, p));
 #endif
     }
     acc_t values[kLanes];
@@ -174,16 +181,16 @@ class ZeroTargetTable {
   void load_pairs(const scalar_t* p, Vec* loss, Vec* grad) const {
     if constexpr (std::is_same_v<acc_t, float>) {
 #if defined(CPU_CAPABILITY_AVX512)
-      const __m512 lo = _mm512_castsi512_ps(entries_512<uint64_t>(data_, p));
-      const __m512 hi = _mm512_castsi512_ps(entries_512<uint64_t>(data_, p + kLanes / 2));
+      const __m512 lo = _mm512_castsi512_ps(entries<512, uint64_t>(data_, p));
+      const __m512 hi = _mm512_castsi512_ps(entries<512, uint64_t>(data_, p + kLanes / 2));
       const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                              28, 30);
       *loss = _mm512_permutex2var_ps(lo, even, hi);
       *grad = _mm512_permutex2var_ps(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
       return;
 #elif defined(CPU_CAPABILITY_AVX2)
-      const __m256 lo = _mm256_castsi256_ps(entries_256<uint64_t>(data_, p));
-      const __m256 hi = _mm256_castsi256_ps(entries_256<uint64_t>(data_, p + kLanes / 2));
+      const __m256 lo = _mm256_castsi256_ps(entries<256, uint64_t>(data_, p));
+      const __m256 hi = _mm256_castsi256_ps(entries<256, uint64_t>(data_, p + kLanes / 2));
       // Per 128-bit lane, the even (odd) floats of lo then those of hi; the
       // 64-bit permutation puts the four halves in order.
       *loss = _mm256_castpd_ps(_mm256_permute4x64_pd(
