@@ -4,7 +4,8 @@ Forward + backward time and peak extra memory of each fused loss against:
 
 - focal: ``sigmoid_focal_loss`` at RetinaNet shapes against mmdet's
   ``FocalLoss`` (on CPU its pure-PyTorch path, one-hot target and
-  ``py_sigmoid_focal_loss``; on a GPU mmcv's CUDA op) and ``torch.compile``
+  ``py_sigmoid_focal_loss``; on a GPU mmcv's CUDA op, or that same Python
+  path where mmcv was built without CUDA) and ``torch.compile``
   (Inductor) of the same formula (the package's reference);
 - qfl / vfl: ``quality_focal_loss`` / ``varifocal_loss`` at an RTMDet-like
   shape (8 images x 8400 priors x 80 classes) against mmdet's
@@ -56,6 +57,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 
 from focal_plugin.ops import (empty_cpu_cache, extension, gaussian_focal_loss,
                               quality_focal_loss, reference, sigmoid_focal_loss,
@@ -74,6 +76,7 @@ OURS = 'focal_plugin'
 MMDET_CPU = 'mmdet (CPU path)'
 MMCV_CUDA = 'mmcv CUDA op (mmdet FocalLoss on GPU)'
 MMDET_GPU = 'mmdet (on GPU)'
+MMDET_PY_GPU = "mmdet FocalLoss's Python path (on GPU; mmcv without CUDA ops)"
 COMPILED = 'torch.compile(formula)'
 COPY = 'copy_ (bandwidth floor)'
 
@@ -168,6 +171,16 @@ def _mmdet_losses() -> Optional[object]:
     return losses
 
 
+def _mmcv_has_cuda_ops() -> bool:
+    """Whether mmcv's compiled ops include CUDA kernels (mmdet's FocalLoss needs
+    them on a GPU)."""
+    try:
+        from mmcv.ops import get_compiling_cuda_version
+    except ImportError:
+        return False
+    return get_compiling_cuda_version() != 'not available'
+
+
 def make_inputs(loss: str, shape: tuple, dtype: torch.dtype, device: torch.device) -> tuple:
     """pred and the loss's other arguments, like a training step's."""
     g = torch.Generator().manual_seed(0)
@@ -208,7 +221,17 @@ def make_variants(loss: str, pred: torch.Tensor, args: tuple,
         variants = {
             OURS: _fwd_bwd(pred, lambda x: sigmoid_focal_loss(x, labels, avg_factor=avg_factor))
         }
-        if mmdet is not None:
+        if mmdet is not None and pred.is_cuda and not _mmcv_has_cuda_ops():
+            # mmdet's FocalLoss calls mmcv's CUDA op on a GPU; an mmcv built
+            # without CUDA has none, so time the path FocalLoss takes on CPU
+            # (one-hot target, py_sigmoid_focal_loss) on the GPU instead.
+            from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+            classes = pred.size(1)
+            variants[MMDET_PY_GPU] = _fwd_bwd(
+                pred, lambda x: py_sigmoid_focal_loss(
+                    x, F.one_hot(labels, classes + 1)[:, :classes], None, 2.0, 0.25, 'mean',
+                    avg_factor))
+        elif mmdet is not None:
             stock = mmdet.FocalLoss(use_sigmoid=True, gamma=2.0, alpha=0.25)
             variants[MMCV_CUDA if pred.is_cuda else MMDET_CPU] = _fwd_bwd(
                 pred, lambda x: stock(x, labels, avg_factor=avg_factor))

@@ -8,10 +8,14 @@
 #      C++ compiler exists, and whether a GPU is visible;
 #   2. builds the extension in place (FORCE_CUDA=1, for the visible GPU's
 #      architecture) and checks that every op has a CUDA kernel;
-#   3. runs tests/test_ops/test_focal_loss_cuda.py on its own first, so that
-#      a problem elsewhere can not hide it, then the rest of tests/test_ops;
+#   3. runs the GPU test files (tests/test_ops/test_*cuda.py) on their own
+#      first, so that a problem elsewhere can not hide them, then the rest of
+#      tests/test_ops;
 #   4. runs the GPU benchmark (tools/benchmark_focal_loss.py --device cuda),
-#      and tools/benchmark_training_step.py --device cuda where mmdet is installed.
+#      and tools/benchmark_training_step.py --device cuda where mmdet and mmcv
+#      with its CUDA ops are installed.
+#   5. runs every kernel once under compute-sanitizer's memcheck and racecheck
+#      (tools/cuda_memcheck.py), where the sanitizer is installed.
 # Logs, JUnit XML, the benchmark's JSON and summary.json go to $OUT (default
 # work_dirs/gpu_check). A failed step does not stop the later ones; the exit
 # status is that of the first failed step.
@@ -40,7 +44,6 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 OUT="${OUT:-$ROOT/work_dirs/gpu_check}"
-CUDA_TESTS=tests/test_ops/test_focal_loss_cuda.py
 
 log() { printf '[gpu-check %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { echo "gpu_check: $*" >&2; exit "${2:-1}"; }
@@ -232,6 +235,7 @@ step() {  # step NAME LOGFILE COMMAND...: runs COMMAND, keeps the first failure
 }
 
 cd "$ROOT"
+CUDA_TESTS=(tests/test_ops/test_*cuda.py)
 rm -f focal_plugin/_C*.so
 step "building the extension (FORCE_CUDA=1, arch $TORCH_CUDA_ARCH_LIST, CUDA_HOME=$CUDA_HOME)" \
     build.log env FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PYTHON" setup.py -q \
@@ -250,24 +254,44 @@ print(f"kernels registered: {2 * len(names) - len(missing)}/{2 * len(names)} ({l
       f"CPU kernels: {ops.cpu_isa()})")
 if missing or not names:
     sys.exit(f"missing kernels: {missing or names}")'
-step "GPU tests ($CUDA_TESTS, on their own)" test_cuda.log \
-    "$PYTHON" -m pytest "$CUDA_TESTS" -q -rs --junitxml="$OUT/test_cuda.xml" ${PYTEST_ARGS:-}
+step "GPU tests (${CUDA_TESTS[*]}, on their own)" test_cuda.log \
+    "$PYTHON" -m pytest "${CUDA_TESTS[@]}" -q -rs --junitxml="$OUT/test_cuda.xml" ${PYTEST_ARGS:-}
 step "the other op tests (tests/test_ops)" test_ops.log \
-    "$PYTHON" -m pytest tests/test_ops -q --ignore="$CUDA_TESTS" --junitxml="$OUT/test_ops.xml" \
-    ${PYTEST_ARGS:-}
+    "$PYTHON" -m pytest tests/test_ops -q "${CUDA_TESTS[@]/#/--ignore=}" \
+    --junitxml="$OUT/test_ops.xml" ${PYTEST_ARGS:-}
 if [ "$gpu" -eq 1 ]; then
     step "GPU benchmark" benchmark_cuda.log \
-        "$PYTHON" tools/benchmark_focal_loss.py --device cuda --out "$OUT/benchmark_cuda.json"
-    # Whole training steps need mmdet (and mmcv built with its CUDA ops), which
-    # a bare CUDA machine lacks: run them where they are installed.
-    if "$PYTHON" -c 'import mmdet, mmcv.ops' 2> /dev/null; then
+        "$PYTHON" tools/benchmark_focal_loss.py --device cuda --repeat 20 \
+        --out "$OUT/benchmark_cuda.json"
+    # Whole training steps need mmdet and mmcv built with its CUDA ops (stock
+    # RetinaNet calls mmcv's focal-loss kernel), which a bare CUDA machine
+    # lacks: run them where they are installed.
+    if "$PYTHON" -c 'import mmdet
+from mmcv.ops import get_compiling_cuda_version
+assert get_compiling_cuda_version() != "not available"' 2> /dev/null; then
         step "GPU whole-step benchmark" benchmark_training_step_cuda.log \
             "$PYTHON" tools/benchmark_training_step.py --device cuda \
             --out "$OUT/benchmark_training_step_cuda.json"
     else
-        log "GPU whole-step benchmark: NOT RUN, mmdet with mmcv's ops is not installed" |
+        log "GPU whole-step benchmark: NOT RUN, mmdet with mmcv's CUDA ops is not installed" |
             tee "$OUT/benchmark_training_step_cuda.log"
         results+=("benchmark_training_step_cuda.log=not run: no mmdet")
+    fi
+    # Every kernel once under NVIDIA's compute-sanitizer: out-of-bounds or
+    # misaligned accesses (memcheck) and shared-memory races (racecheck). Each
+    # tensor its own cudaMalloc: inside the caching allocator's larger blocks an
+    # access past a tensor's end would not be out of bounds for the sanitizer.
+    sanitizer="$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")"
+    if [ -x "$sanitizer" ]; then
+        for tool in memcheck racecheck; do
+            step "compute-sanitizer --tool $tool (tools/cuda_memcheck.py)" "sanitizer_$tool.log" \
+                env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" --tool "$tool" \
+                --error-exitcode 9 "$PYTHON" tools/cuda_memcheck.py
+        done
+    else
+        log "compute-sanitizer: NOT RUN, not found (on PATH or in $CUDA_HOME/bin)" |
+            tee "$OUT/sanitizer_memcheck.log"
+        results+=("sanitizer_memcheck.log=not run: no compute-sanitizer")
     fi
 else
     log "GPU benchmark: NOT RUN, no GPU is visible" | tee "$OUT/benchmark_cuda.log"
