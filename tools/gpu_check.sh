@@ -198,6 +198,11 @@ if count == 0:
     print('GPU: none visible')
 EOF
 rc=$?
+# The compiler torch's extension build calls: an extension whose unwind tables
+# the process's unwinder misreads crashes on its first C++ error (see the
+# check after the build).
+cxx="${CXX:-c++}"
+echo "C++ compiler: $(command -v "$cxx") ($("$cxx" --version 2>&1 | head -n 1))" >> "$OUT/machine.txt"
 cat "$OUT/machine.txt"
 if [ "$rc" -ne 0 ]; then
     cat "$OUT/preflight.log" >&2
@@ -254,6 +259,26 @@ print(f"kernels registered: {2 * len(names) - len(missing)}/{2 * len(names)} ({l
       f"CPU kernels: {ops.cpu_isa()})")
 if missing or not names:
     sys.exit(f"missing kernels: {missing or names}")'
+# A bad argument that only the C++ side checks (the private training op's
+# grad_scale): it must arrive in Python as a ValueError, on every device.
+step "C++ errors reach Python as exceptions" cpp_errors.log "$PYTHON" -c '
+import torch
+import focal_plugin.ops  # noqa: F401 (loads and registers the ops)
+for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+    pred, target = torch.zeros(4, 3, device=device), torch.zeros(4, 3, device=device)
+    try:
+        torch.ops.focal_plugin._quality_focal_loss_with_grad(
+            pred, target, None, None, None, -2**63, 2.0, False, True, float("nan"))
+    except ValueError as err:
+        print(f"{device}: ValueError: {str(err).splitlines()[0]}")
+    else:
+        raise SystemExit(f"{device}: grad_scale=nan was accepted")'
+if [ "${results[-1]##*=}" -gt 128 ] 2> /dev/null; then
+    log "a C++ error crashed the process (signal $(( ${results[-1]##*=} - 128 ))) instead of" \
+        "raising. A known cause (pytorch/pytorch#117645): c10 records a backtrace for every" \
+        "error, and the process's unwinder misreads the unwind tables of a library built by" \
+        "another toolchain (here $(command -v "$cxx")): try the compiler torch was built with."
+fi
 step "GPU tests (${CUDA_TESTS[*]}, on their own)" test_cuda.log \
     "$PYTHON" -m pytest "${CUDA_TESTS[@]}" -q -rs --junitxml="$OUT/test_cuda.xml" ${PYTEST_ARGS:-}
 step "the other op tests (tests/test_ops)" test_ops.log \

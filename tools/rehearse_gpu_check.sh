@@ -116,7 +116,7 @@ with open(f'{out}/summary.json') as f:
 problems = []
 if summary['gpu_visible']:
     problems.append('a GPU is visible: this rehearsal is for a machine without one')
-for step in ('build.log', 'kernels.log', 'test_cuda.log', 'test_ops.log'):
+for step in ('build.log', 'kernels.log', 'cpp_errors.log', 'test_cuda.log', 'test_ops.log'):
     if summary['steps'].get(step) != '0':
         problems.append(f'{step}: exit {summary["steps"].get(step)}')
 cuda, other = summary['tests'].get('test_cuda', {}), summary['tests'].get('test_ops', {})
