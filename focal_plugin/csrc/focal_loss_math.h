@@ -187,6 +187,11 @@ struct Logistic {
     return Ops::select(x_nonneg, x * (T(Ops::constant(1.0)) - y), T(Ops::constant(0.0)) - x * y) +
            log1p_e;
   }
+  // bce(0), without the operations that a zero target makes exact: x * 1 and
+  // 0 - x * 0 are x and +0 (the same bits as bce(0), NaN for a NaN x).
+  FOCAL_HOST_DEVICE T bce_zero_target() const {
+    return Ops::select(x_nonneg, x, T(Ops::constant(0.0))) + log1p_e;
+  }
   // p - y without cancellation, for y in [0, 1].
   FOCAL_HOST_DEVICE T p_minus(T y) const { return (T(Ops::constant(1.0)) - y) * p - y * q; }
   FOCAL_HOST_DEVICE T log_p() const {  // -softplus(-x)
@@ -201,22 +206,28 @@ struct Logistic {
 // |d|^e * BCE and its derivative, for d = p - y: the "quality" modulation that
 // QualityFocalLoss uses for every element and VarifocalLoss for negatives.
 //   d/dx [|d|^e BCE] = |d|^e (p - y) + BCE * e |d|^(e-1) sign(d) * p q.
-template <class Ops, typename Scalar, bool kWantLoss, bool kWantGrad>
+// kZeroTarget (y == 0 in every lane): d = p >= 0, so |d| = d, and sign(d) is 1
+// or, where p == 0, a factor of a product that p zeroes anyway.
+template <class Ops, typename Scalar, bool kWantLoss, bool kWantGrad, bool kZeroTarget>
 FOCAL_HOST_DEVICE void quality_modulated_bce(const Logistic<Ops>& s, typename Ops::Value y,
                                              const Exponent<Scalar>& e,
                                              typename Ops::Value* loss,
                                              typename Ops::Value* grad) {
   using T = typename Ops::Value;
-  const T d = s.p_minus(y);
-  const T abs_d = Ops::abs(d);
-  const T bce = s.bce(y);
+  const T d = kZeroTarget ? s.p : s.p_minus(y);
+  const T abs_d = kZeroTarget ? d : Ops::abs(d);
+  const T bce = kZeroTarget ? s.bce_zero_target() : s.bce(y);
   const T focus = pow_exp<Ops>(abs_d, e);
   if (kWantLoss) *loss = focus * bce;
   if (kWantGrad) {
-    const T zero = Ops::constant(0.0);
-    const T sign_d = Ops::select(Ops::greater(d, zero), T(Ops::constant(1.0)),
-                                 Ops::select(Ops::greater(zero, d), T(Ops::constant(-1.0)), zero));
-    *grad = focus * d + bce * pow_exp_derivative<Ops>(abs_d, e) * sign_d * s.p * s.q;
+    if (kZeroTarget) {
+      *grad = focus * d + bce * pow_exp_derivative<Ops>(abs_d, e) * s.p * s.q;
+    } else {
+      const T zero = Ops::constant(0.0);
+      const T sign_d = Ops::select(Ops::greater(d, zero), T(Ops::constant(1.0)),
+                                   Ops::select(Ops::greater(zero, d), T(Ops::constant(-1.0)), zero));
+      *grad = focus * d + bce * pow_exp_derivative<Ops>(abs_d, e) * sign_d * s.p * s.q;
+    }
   }
 }
 
@@ -254,7 +265,8 @@ struct SigmoidFocal {
     return (!alpha || (*alpha >= 0.0 && *alpha <= 1.0)) ? nullptr : "alpha must be in [0, 1]";
   }
 
-  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, typename acc_t>
+  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, bool kZeroTarget,
+            typename acc_t>
   static FOCAL_HOST_DEVICE void eval(const Params<acc_t>& params, typename Ops::Value x,
                                      typename Ops::Value y, typename Ops::Value w,
                                      const typename Ops::Value* class_alpha,
@@ -263,17 +275,22 @@ struct SigmoidFocal {
     const T one = Ops::constant(1.0);
     const T not_y = one - y;
     const Logistic<Ops> s(x);
-    const T m = y * s.q + not_y * s.p;  // 1 - p_t
+    // kZeroTarget (y == 0 in every lane): m = p, alpha_t = 1 - alpha, the
+    // binary ratio is q and p - y is p; the terms y zeroes are left out.
+    const T m = kZeroTarget ? s.p : T(y * s.q + not_y * s.p);  // 1 - p_t
     const T alpha_pos = class_alpha ? *class_alpha : T(params.alpha_pos);
     const T alpha_neg = class_alpha ? T(one - *class_alpha) : T(params.alpha_neg);
-    const T weighted_focus = w * (alpha_pos * y + alpha_neg * not_y) * pow_exp<Ops>(m, params.gamma);
-    const T bce = s.bce(y);
+    const T alpha_t = kZeroTarget ? alpha_neg : T(alpha_pos * y + alpha_neg * not_y);
+    const T weighted_focus = w * alpha_t * pow_exp<Ops>(m, params.gamma);
+    const T bce = kZeroTarget ? s.bce_zero_target() : s.bce(y);
     if (kWantLoss) *loss = weighted_focus * bce;
     if (kWantGrad) {
       const T gamma_v = Ops::constant(static_cast<double>(params.gamma.value));
       // For 0/1 targets p(1-p)/m is exactly y p + (1-y) q: no division.
-      const T ratio = kBinaryTarget ? y * s.p + not_y * s.q : s.p * s.q / Ops::max(m, Ops::tiny());
-      *grad = weighted_focus * (gamma_v * (not_y - y) * ratio * bce + s.p_minus(y));
+      const T ratio = kBinaryTarget ? (kZeroTarget ? s.q : T(y * s.p + not_y * s.q))
+                                    : T(s.p * s.q / Ops::max(m, Ops::tiny()));
+      const T gamma_sign = kZeroTarget ? gamma_v : T(gamma_v * (not_y - y));
+      *grad = weighted_focus * (gamma_sign * ratio * bce + (kZeroTarget ? s.p : s.p_minus(y)));
     }
   }
 };
@@ -302,7 +319,8 @@ struct QualityFocal {
     return check_exponent(beta, "beta must be a finite number >= 0");
   }
 
-  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, typename acc_t>
+  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, bool kZeroTarget,
+            typename acc_t>
   static FOCAL_HOST_DEVICE void eval(const Params<acc_t>& params, typename Ops::Value x,
                                      typename Ops::Value y, typename Ops::Value w,
                                      const typename Ops::Value*, typename Ops::Value* loss,
@@ -312,8 +330,8 @@ struct QualityFocal {
     if (params.activated) {
       probability_qfl<Ops, kWantLoss, kWantGrad>(x, y, params.beta, &l, &g);
     } else {
-      quality_modulated_bce<Ops, acc_t, kWantLoss, kWantGrad>(Logistic<Ops>(x), y, params.beta,
-                                                               &l, &g);
+      quality_modulated_bce<Ops, acc_t, kWantLoss, kWantGrad, kZeroTarget>(Logistic<Ops>(x), y,
+                                                                            params.beta, &l, &g);
     }
     if (kWantLoss) *loss = w * l;
     if (kWantGrad) *grad = w * g;
@@ -368,7 +386,8 @@ struct Varifocal {
     return check_exponent(gamma, "gamma must be a finite number >= 0");
   }
 
-  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, typename acc_t>
+  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, bool kZeroTarget,
+            typename acc_t>
   static FOCAL_HOST_DEVICE void eval(const Params<acc_t>& params, typename Ops::Value x,
                                      typename Ops::Value y, typename Ops::Value w,
                                      const typename Ops::Value* class_alpha,
@@ -377,10 +396,15 @@ struct Varifocal {
     const T zero = Ops::constant(0.0);
     const Logistic<Ops> s(x);
     T neg_loss, neg_grad;
-    quality_modulated_bce<Ops, acc_t, kWantLoss, kWantGrad>(s, y, params.gamma, &neg_loss,
-                                                             &neg_grad);
-    const typename Ops::Mask positive = Ops::greater(y, zero);
+    quality_modulated_bce<Ops, acc_t, kWantLoss, kWantGrad, kZeroTarget>(s, y, params.gamma,
+                                                                          &neg_loss, &neg_grad);
     const T neg_scale = w * (class_alpha ? *class_alpha : T(params.alpha));
+    if (kZeroTarget) {  // every lane a negative
+      if (kWantLoss) *loss = neg_scale * neg_loss;
+      if (kWantGrad) *grad = neg_scale * neg_grad;
+      return;
+    }
+    const typename Ops::Mask positive = Ops::greater(y, zero);
     const T pos_scale = w * (params.iou_weighted ? y : T(Ops::constant(1.0)));
     if (kWantLoss) *loss = Ops::select(positive, T(pos_scale * s.bce(y)), T(neg_scale * neg_loss));
     if (kWantGrad) {
@@ -421,7 +445,8 @@ struct GaussianFocal {
     return error;
   }
 
-  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, typename acc_t>
+  template <class Ops, bool kWantLoss, bool kWantGrad, bool kBinaryTarget, bool kZeroTarget,
+            typename acc_t>
   static FOCAL_HOST_DEVICE void eval(const Params<acc_t>& params, typename Ops::Value x,
                                      typename Ops::Value g, typename Ops::Value w,
                                      const typename Ops::Value*, typename Ops::Value* loss,

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from focal_plugin.ops import gaussian_focal_loss, quality_focal_loss, varifocal_loss
+from focal_plugin.ops import (gaussian_focal_loss, quality_focal_loss, sigmoid_focal_loss,
+                              varifocal_loss)
 
 from .utils import make_inputs
 
@@ -272,6 +273,44 @@ def test_fused_gradient_folds_grad_scale(name, args):
     rtol = {torch.float16: 1e-3, torch.bfloat16: 8e-3}.get(x.dtype, 1e-6)
     torch.testing.assert_close(scaled_grad, unit_grad * 0.25, rtol=rtol, atol=1e-7)
     assert not torch.equal(scaled_grad, unit_grad)
+
+
+# Each member's zero-target form (the CPU kernel's path for a vector whose
+# targets are all 0) against its general form: the same element, with target
+# 0 both times, once in an all-zero vector and once beside a nonzero target.
+ZERO_TARGET_MEMBERS = {
+    'focal_soft': lambda x, y: sigmoid_focal_loss(x, y, reduction='none'),
+    'focal_soft_no_alpha': lambda x, y: sigmoid_focal_loss(x, y, gamma=1.5, alpha=None,
+                                                           reduction='none'),
+    'qfl_soft': lambda x, y: quality_focal_loss(x, y, beta=2.0, reduction='none'),
+    'qfl_soft_beta_1.5': lambda x, y: quality_focal_loss(x, y, beta=1.5, reduction='none'),
+    'vfl': lambda x, y: varifocal_loss(x, y, reduction='none'),
+    'vfl_class_alpha': lambda x, y: varifocal_loss(
+        x, y, alpha=torch.linspace(0.1, 0.9, x.size(1), dtype=x.dtype), gamma=0.5,
+        reduction='none'),
+}
+
+
+@pytest.mark.parametrize('member', sorted(ZERO_TARGET_MEMBERS))
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_zero_target_form_gives_the_general_forms_values(member, dtype):
+    fn = ZERO_TARGET_MEMBERS[member]
+    # 64 classes: four whole vectors of 16 lanes, two of 8, one of 4 (any ISA);
+    # logits from -60 to 60, with 0, -0 and the extremes.
+    pred = torch.linspace(-60, 60, 500 * 64, dtype=torch.float64).reshape(500, 64)[
+        torch.randperm(500, generator=torch.Generator().manual_seed(0))].to(dtype)
+    pred[0, :4] = torch.tensor([0.0, -0.0, 1e4, -1e4], dtype=dtype)
+    zeros = torch.zeros_like(pred)
+    beside = zeros.clone()
+    beside[:, 3::4] = 0.5  # a nonzero target in every group of four lanes
+    zero_form = _loss_and_grad(lambda x: fn(x, zeros), pred)
+    general_form = _loss_and_grad(lambda x: fn(x, beside), pred)
+    keep = beside == 0
+    if zero_form[0].dim() == 1:  # losses summed per row: compare the gradients only
+        zero_form, general_form = zero_form[1:], general_form[1:]
+    for ours, theirs in zip(zero_form, general_form):
+        tol = dict(rtol=1e-6, atol=0.0) if dtype == torch.float32 else dict(rtol=1e-14, atol=0.0)
+        torch.testing.assert_close(ours[keep], theirs[keep], **tol)
 
 
 @pytest.mark.parametrize('grad_scale', [float('nan'), float('inf'), -float('inf')])

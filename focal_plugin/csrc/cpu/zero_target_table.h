@@ -128,7 +128,7 @@ class ZeroTargetTable {
       std::memcpy(values, bits, sizeof(bits));
       const Vec x = Lanes<scalar_t, acc_t>::load(values, kLanes);
       Vec loss, grad;
-      Loss::Math::template eval<math::VectorizedOps<acc_t>, kLoss, kGrad, kBinary>(
+      Loss::Math::template eval<math::VectorizedOps<acc_t>, kLoss, kGrad, kBinary, true>(
           a.params, x, Vec(acc_t(0)), Vec(acc_t(1)), nullptr, &loss, &grad);
       if (kLoss && kGrad) {  // interleaved: one 64-bit entry per pattern
         acc_t l[kLanes], g[kLanes];

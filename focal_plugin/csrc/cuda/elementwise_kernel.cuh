@@ -50,7 +50,7 @@ __device__ __forceinline__ void eval_element(const LossArgs<scalar_t, acc_t, Par
   }
   const acc_t w = a.weight != nullptr ? a.weight[a.weight_per_element ? idx : row] : acc_t(1);
   const acc_t alpha = a.class_alpha != nullptr ? a.class_alpha[col] : acc_t(0);
-  Loss::Math::template eval<math::ScalarOps<acc_t>, kLoss, kGrad, kBinary>(
+  Loss::Math::template eval<math::ScalarOps<acc_t>, kLoss, kGrad, kBinary, false>(
       a.params, static_cast<acc_t>(a.pred[idx]), y, w,
       a.class_alpha != nullptr ? &alpha : nullptr, loss, grad);
 }
