@@ -12,7 +12,9 @@ Forward + backward time and peak extra memory of each fused loss against:
   ``QualityFocalLoss`` / ``VarifocalLoss`` and ``torch.compile`` of mmdet's
   loss function;
 - gaussian: ``gaussian_focal_loss`` on CenterNet's heatmap (8 x 80 x 128 x
-  128) against mmdet's ``GaussianFocalLoss`` and ``torch.compile`` of it;
+  128, eight objects per image drawn as CenterNet's head draws its targets:
+  nearly every element 0) against mmdet's ``GaussianFocalLoss`` and
+  ``torch.compile`` of it;
 
 The fused side calls the ops, which need only torch (as on a bare GPU
 machine); the registry classes add a reshape and argument checks on top.
@@ -188,6 +190,33 @@ def _mmcv_has_cuda_ops() -> bool:
     return get_compiling_cuda_version() != 'not available'
 
 
+def centernet_heatmap(shape: tuple, g: torch.Generator,
+                      objects_per_image: int = 8) -> torch.Tensor:
+    """A (B, C, H, W) heatmap as mmdet's CenterNet head draws its targets.
+
+    Each object is a gaussian of radius r (2 to 11 pixels, sigma = (2r + 1) /
+    6) around its centre, which is exactly 1, in its class's map, merged by
+    maximum (``gen_gaussian_target``); everything else is 0. Other shapes are
+    taken as (1, prod(leading dims), H, W).
+    """
+    h, w = shape[-2:]
+    images = shape[0] if len(shape) == 4 else 1
+    maps = int(torch.tensor(shape[:-2]).prod()) // images
+    heatmap = torch.zeros(images, maps, h, w)
+    ys = torch.arange(h, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, dtype=torch.float32)[None, :]
+    for image in range(images):
+        for _ in range(objects_per_image):
+            cls = int(torch.randint(0, maps, (1, ), generator=g))
+            cy, cx = (int(v) for v in torch.randint(0, min(h, w), (2, ), generator=g))
+            r = int(torch.randint(2, 12, (1, ), generator=g))
+            sigma = (2 * r + 1) / 6
+            blob = torch.exp(-((ys - cy)**2 + (xs - cx)**2) / (2 * sigma * sigma))
+            blob[((ys - cy).abs() > r) | ((xs - cx).abs() > r)] = 0.0
+            torch.maximum(heatmap[image, cls], blob, out=heatmap[image, cls])
+    return heatmap.reshape(shape)
+
+
 def make_inputs(loss: str, shape: tuple, dtype: torch.dtype, device: torch.device) -> tuple:
     """pred and the loss's other arguments, like a training step's."""
     g = torch.Generator().manual_seed(0)
@@ -212,9 +241,8 @@ def make_inputs(loss: str, shape: tuple, dtype: torch.dtype, device: torch.devic
         keep = labels < classes
         target[keep, labels[keep]] = torch.rand(int(keep.sum()), generator=g)
         return pred, (target.to(device=device, dtype=dtype), ), avg_factor
-    # gaussian: CenterNet's heatmap, probabilities in, a few peaks of exactly 1.
-    heatmap = torch.rand(*shape, generator=g)**8
-    heatmap[torch.rand(*shape, generator=g) < 1e-4] = 1.0
+    # gaussian: probabilities in, and a heatmap as CenterNet's head draws it.
+    heatmap = centernet_heatmap(shape, g)
     prob = pred.float().sigmoid().clamp(1e-4, 1 - 1e-4).to(dtype)
     return prob, (heatmap.to(device=device, dtype=dtype), ), avg_factor
 

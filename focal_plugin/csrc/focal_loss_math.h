@@ -220,14 +220,14 @@ FOCAL_HOST_DEVICE void quality_modulated_bce(const Logistic<Ops>& s, typename Op
   const T focus = pow_exp<Ops>(abs_d, e);
   if (kWantLoss) *loss = focus * bce;
   if (kWantGrad) {
-    if (kZeroTarget) {
-      *grad = focus * d + bce * pow_exp_derivative<Ops>(abs_d, e) * s.p * s.q;
-    } else {
+    T modulation_slope = bce * pow_exp_derivative<Ops>(abs_d, e);  // BCE d|d|^e/d|d|
+    if (!kZeroTarget) {
       const T zero = Ops::constant(0.0);
       const T sign_d = Ops::select(Ops::greater(d, zero), T(Ops::constant(1.0)),
                                    Ops::select(Ops::greater(zero, d), T(Ops::constant(-1.0)), zero));
-      *grad = focus * d + bce * pow_exp_derivative<Ops>(abs_d, e) * sign_d * s.p * s.q;
+      modulation_slope = modulation_slope * sign_d;
     }
+    *grad = focus * d + modulation_slope * s.p * s.q;
   }
 }
 
@@ -454,11 +454,14 @@ struct GaussianFocal {
     using T = typename Ops::Value;
     const T zero = Ops::constant(0.0), one = Ops::constant(1.0);
     const typename Ops::Mask positive = Ops::equal(g, one);
-    const T neg = w * params.neg_weight * pow_exp<Ops>(T(one - g), params.gamma);
+    // kZeroTarget (g == 0 in every lane, most of a heatmap): (1 - g)^gamma is
+    // 1 and no lane is a peak.
+    const T neg = kZeroTarget ? T(w * params.neg_weight)
+                              : T(w * params.neg_weight * pow_exp<Ops>(T(one - g), params.gamma));
     const T alpha_v = Ops::constant(static_cast<double>(params.alpha.value));
     T p, q, log_q, log_p = zero;
     // Peaks (g == 1) are rare: their log p term is skipped where no lane has one.
-    const bool any_positive = Ops::any(positive);
+    const bool any_positive = !kZeroTarget && Ops::any(positive);
     if (params.logits) {
       const Logistic<Ops> s(x);
       p = s.p;

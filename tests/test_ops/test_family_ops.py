@@ -288,6 +288,8 @@ ZERO_TARGET_MEMBERS = {
     'vfl_class_alpha': lambda x, y: varifocal_loss(
         x, y, alpha=torch.linspace(0.1, 0.9, x.size(1), dtype=x.dtype), gamma=0.5,
         reduction='none'),
+    'gaussian': lambda x, y: gaussian_focal_loss(x.sigmoid(), y, reduction='none'),
+    'gaussian_logits': lambda x, y: gaussian_focal_loss(x, y, logits=True, reduction='none'),
 }
 
 
