@@ -110,14 +110,16 @@ inline void eval_row(const LossArgs<scalar_t, acc_t, Params>& a, int64_t i,
   }
 }
 
-// Background rows (label C: target 0 in every column) with a table are
-// looked up as runs: consecutive such rows of the same row weight are one
-// flat stretch of memory, taken a whole vector at a time across row
-// boundaries. (Row by row, a detector's 80 classes are five vectors, and the
-// per-row work cost a fifth of the kernel.) Compiled only for members that
-// take labels: the extra loop slowed the soft-target members' code.
+// Background rows (label C: target 0 in every column) are taken as runs:
+// consecutive such rows of the same row weight are one flat stretch of
+// memory, a whole vector at a time across row boundaries, looked up in the
+// table (half precision) or evaluated in the functor's zero-target form.
+// (Row by row, a detector's 80 classes are five vectors, and the per-row
+// work cost a fifth of the half-precision kernel, 3-5% of the float32 one.)
+// Compiled only for members that take labels: the extra loop slowed the
+// soft-target members' code.
 template <typename Loss, typename scalar_t>
-constexpr bool kBackgroundRuns = kTabulatedInput<scalar_t> && Loss::kTargets != Targets::kSoft;
+constexpr bool kBackgroundRuns = Loss::kTargets != Targets::kSoft;
 
 // The end of the run of background rows that starts at row i (i itself if
 // row i is not one), at most `end`.
@@ -148,14 +150,22 @@ inline void eval_background_run(const LossArgs<scalar_t, acc_t, Params>& a, int6
   constexpr int64_t kRunVectorsPerSum = 8;
   const Vec w(a.weight != nullptr ? a.weight[begin] : acc_t(1));
   const int64_t last = end * a.classes;
-  const scalar_t* const pred = a.pred;  // a local: see eval_row
+  const scalar_t* const pred = a.pred;  // locals: see eval_row
+  const Params params = a.params;
   int64_t e = begin * a.classes;
   // Groups of kRunVectorsPerSum vectors, unrolled: the lookups of one vector
   // overlap the arithmetic of the others (9% faster than one vector per
-  // iteration with a flush test).
+  // iteration with a flush test). Without a table (float32, float64) each
+  // vector is evaluated in the functor's zero-target form.
   const auto look_up = [=](int64_t offset) {
     Vec loss, grad;
-    table.template lookup<kLoss, kGrad>(pred + offset, w, &loss, &grad);
+    if constexpr (kTabulatedInput<scalar_t>) {
+      table.template lookup<kLoss, kGrad>(pred + offset, w, &loss, &grad);
+    } else {
+      Loss::Math::template eval<math::VectorizedOps<acc_t>, kLoss, kGrad, kBinary, true>(
+          params, Lanes<scalar_t, acc_t>::load(pred + offset, kLanes), Vec(acc_t(0)), w,
+          nullptr, &loss, &grad);
+    }
     sink(offset, kLanes, loss, grad);
   };
   for (; e + kRunVectorsPerSum * kLanes <= last; e += kRunVectorsPerSum * kLanes) {
@@ -241,9 +251,13 @@ double run_targets(const LossArgs<scalar_t, acc_t, Params>& a, scalar_t* loss_ou
     };
     for (int64_t i = begin; i < end;) {
       if constexpr (kBackgroundRuns<Loss, scalar_t>) {
-        const int64_t run_end = table != nullptr ? background_run_end(a, i, end) : i;
+        // Runs need the table (half precision) or, evaluated directly, one
+        // alpha for every column.
+        const bool runs = kTabulatedInput<scalar_t> ? table != nullptr : a.class_alpha == nullptr;
+        const int64_t run_end = runs ? background_run_end(a, i, end) : i;
         if (run_end > i) {
-          eval_background_run<Loss, kLoss, kGrad, kBinary>(a, i, run_end, *table, sink, flush);
+          eval_background_run<Loss, kLoss, kGrad, kBinary>(
+              a, i, run_end, table != nullptr ? *table : ZeroTargetTable<acc_t>(), sink, flush);
           i = run_end;
           continue;
         }
