@@ -7,7 +7,8 @@
 #      pytest and hypothesis import, nvcc's CUDA major version is torch's, a
 #      C++ compiler exists, and whether a GPU is visible;
 #   2. builds the extension in place (FORCE_CUDA=1, for the visible GPU's
-#      architecture) and checks that every op has a CUDA kernel;
+#      architecture), checks that every op has a CUDA kernel and that an
+#      error the C++ side raises reaches Python as an exception;
 #   3. runs the GPU test files (tests/test_ops/test_*cuda.py) on their own
 #      first, so that a problem elsewhere can not hide them, then the rest of
 #      tests/test_ops;
