@@ -23,9 +23,10 @@ machine); the registry classes add a reshape and argument checks on top.
 All variants of a case run round-robin in the same process, and the table
 shows ratios measured in that same run, so a noisy machine shifts every
 column together. On a GPU each sample is 10 calls queued back to back and
-one synchronisation (``CUDA_CALLS_PER_SAMPLE``), per call. Peak extra memory is measured as the growth of the process's
-resident set (CPU; /proc/self VmHWM after resetting it) or of the CUDA
-caching allocator's peak (GPU), in units of one float32 buffer of pred's size.
+one synchronisation (``CUDA_CALLS_PER_SAMPLE``), per call. Peak extra
+memory is measured as the growth of the process's resident set (CPU;
+/proc/self VmHWM after resetting it) or of the CUDA caching allocator's peak
+(GPU), in units of one float32 buffer of pred's size.
 On CPU the free memory that glibc keeps in its heap is handed back
 (``malloc_trim``) before each measurement: blocks served from it would
 otherwise already be resident, and a variant's temporaries would not show.
@@ -88,6 +89,10 @@ COPY = 'copy_ (bandwidth floor)'
 # ahead of the device, a call costs the longer of its host time (Python,
 # dispatcher, launches) and its device time, not their sum plus a sync.
 CUDA_CALLS_PER_SAMPLE = 10
+
+
+def calls_per_sample(device: torch.device) -> int:
+    return CUDA_CALLS_PER_SAMPLE if device.type == 'cuda' else 1
 
 # Memory traffic in units of one N x C tensor: forward reads pred; backward
 # reads pred and writes the gradient. copy_ reads one and writes one.
@@ -308,7 +313,7 @@ def time_round_robin(variants: Dict[str, Callable], repeat: int, device: torch.d
         t0 = time.perf_counter()
         fn()
         log(f'  warm-up {name}: {time.perf_counter() - t0:.2f} s')
-    calls = CUDA_CALLS_PER_SAMPLE if device.type == 'cuda' else 1
+    calls = calls_per_sample(device)
     for r in range(repeat):
         for name, fn in variants.items():
             if device.type == 'cuda':
@@ -365,7 +370,7 @@ def time_case(spec: str, device: torch.device, repeat: int, time_limit: float) -
         'case': f'{loss}:{"x".join(map(str, shape))}:{dtype_name}', 'loss': loss,
         'shape': 'x'.join(map(str, shape)), 'dtype': dtype_name, 'device': str(device),
         'threads': torch.get_num_threads(), 'rows': rows,
-        'calls_per_sample': CUDA_CALLS_PER_SAMPLE if device.type == 'cuda' else 1,
+        'calls_per_sample': calls_per_sample(device),
         'cpu_kernels': extension.cpu_isa() if device.type == 'cpu' else None,
         'fraction_of_bandwidth_floor': floor_ms / ours,
     }

@@ -179,7 +179,7 @@ inline void eval_background_run(const LossArgs<scalar_t, acc_t, Params>& a, int6
     const Vec x = Lanes<scalar_t, acc_t>::load(pred + e, n);
     Vec loss, grad;
     Loss::Math::template eval<math::VectorizedOps<acc_t>, kLoss, kGrad, kBinary, true>(
-        a.params, x, Vec(acc_t(0)), w, nullptr, &loss, &grad);
+        params, x, Vec(acc_t(0)), w, nullptr, &loss, &grad);
     sink(e, n, loss, grad);
   }
   flush();
